@@ -1,0 +1,342 @@
+//! Dovecot's checkpassword protocol (Dovecot 2.3, `passdb`/`userdb` driver
+//! `checkpassword`):
+//!
+//! * fd 3 carries `user \0 password \0 timestamp \0`, at most 512 bytes;
+//! * on success the helper sets `USER`, `HOME`, `EXTRA` and the `userdb_*`
+//!   variables and execs the reply program given as its last arguments;
+//! * otherwise it exits with the status [`crate::outcome`] decides.
+
+use crate::auth::{self, Accepted, Request};
+use crate::config;
+use crate::directory::Silent;
+use crate::log;
+use crate::outcome::{Failure, RequestKind, Verdict};
+use crate::secret::Secret;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Dovecot never sends more than this on fd 3.
+pub const MAX_INPUT: usize = 512;
+
+/// The fields read from fd 3.
+#[derive(Debug)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// Parse the bytes read from fd 3. `Err(Misuse)` for a malformed stream,
+/// `Err(BadRequest)` for one that is well formed but unusable.
+pub fn parse_input(buf: &[u8]) -> Result<Credentials, Failure> {
+    if buf.len() > MAX_INPUT {
+        return Err(Failure::Misuse(format!(
+            "more than {MAX_INPUT} bytes on fd 3"
+        )));
+    }
+    let mut fields = buf.splitn(3, |&b| b == 0);
+    let user = fields.next().unwrap_or_default();
+    let password = fields.next();
+    // Two NUL terminators at least: after the user and after the password.
+    let (Some(password), Some(_rest)) = (password, fields.next()) else {
+        return Err(Failure::Misuse(
+            "fd 3 is not \"user\\0password\\0...\" (missing NUL separator)".into(),
+        ));
+    };
+    let user = std::str::from_utf8(user)
+        .map_err(|_| Failure::BadRequest("login is not UTF-8".into()))?
+        .to_owned();
+    let password = std::str::from_utf8(password)
+        .map_err(|_| Failure::BadRequest("password is not UTF-8".into()))?;
+    Ok(Credentials {
+        user,
+        password: Secret::new(password.to_owned()),
+    })
+}
+
+/// Read fd 3 to its end, at most `MAX_INPUT + 1` bytes.
+fn read_fd3() -> Result<Zeroizing<Vec<u8>>, Failure> {
+    use std::os::fd::FromRawFd;
+    // Check that fd 3 is open before taking ownership of it: if it is not,
+    // a later open() could receive number 3 and we would read the wrong file.
+    if std::fs::symlink_metadata("/proc/self/fd/3").is_err() {
+        return Err(Failure::Misuse(
+            "fd 3 is not open (run by Dovecot's checkpassword driver, or use `test USER` by hand)"
+                .into(),
+        ));
+    }
+    // SAFETY: fd 3 is open (checked above) and, by the checkpassword protocol,
+    // belongs to this process to read and close; nothing else in the program
+    // uses it, and the File closes it when dropped, so no child inherits it.
+    #[allow(unsafe_code)]
+    let mut f = unsafe { std::fs::File::from_raw_fd(3) };
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_INPUT + 1));
+    let mut chunk = Zeroizing::new([0u8; 256]);
+    loop {
+        match f.read(&mut chunk[..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > MAX_INPUT {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Misuse(format!("cannot read fd 3: {e}"))),
+        }
+    }
+    Ok(buf)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Whether Dovecot asks for a lookup rather than a password check.
+pub fn request_kind() -> RequestKind {
+    if env("AUTHORIZED").as_deref() == Some("1")
+        || env("CREDENTIALS_LOOKUP").as_deref() == Some("1")
+    {
+        RequestKind::Lookup
+    } else {
+        RequestKind::Password
+    }
+}
+
+/// Exit the process with 111 if the login is still running at `limit`: a hung
+/// server must not pile up helper processes (Dovecot imposes no timeout).
+fn start_watchdog(limit: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            log::error(&format!(
+                "result=tempfail reason=\"hard time limit of {} ms reached\"",
+                limit.as_millis()
+            ));
+            std::process::exit(i32::from(Verdict::Temporary.exit_code()));
+        });
+}
+
+/// What the log line says about the request besides its result.
+struct Context {
+    kind: RequestKind,
+    service: Option<String>,
+    remote_ip: Option<String>,
+    started: Instant,
+}
+
+/// The `checkpassword` command. `reply` is the reply program and its arguments.
+pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
+    let started = Instant::now();
+    // Bound even a read of fd 3 that never ends (fd 3 a terminal, say).
+    start_watchdog(Duration::from_secs(15));
+    // fd 3 first, before anything else could be given that number.
+    let input = read_fd3();
+    let ctx = Context {
+        kind: request_kind(),
+        service: env("SERVICE").map(|s| s.to_ascii_lowercase()),
+        remote_ip: env("TCPREMOTEIP").or_else(|| env("REMOTE_IP")),
+        started,
+    };
+
+    let cfg = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            return finish(
+                &ctx,
+                None,
+                Err(Failure::Temporary(e.to_string())),
+                None,
+                reply,
+            )
+        }
+    };
+    log::init(cfg.log_target);
+    start_watchdog(cfg.login_timeout + Duration::from_millis(500));
+    if cfg.ldap.ignore_ssl_errors {
+        log::warn("ldap.ignore_ssl_errors = true: the directory's TLS certificate is NOT verified");
+    }
+
+    let creds = match input.and_then(|buf| parse_input(&buf)) {
+        Ok(c) => c,
+        Err(f) => return finish(&ctx, None, Err(f), None, reply),
+    };
+    if reply.is_empty() {
+        let f =
+            Failure::Misuse("no reply program given: usage `checkpassword REPLY [ARGS...]`".into());
+        return finish(&ctx, Some(&creds.user), Err(f), None, reply);
+    }
+    let request = Request {
+        login: creds.user,
+        password: Some(creds.password),
+        kind: ctx.kind,
+        service: ctx.service.clone(),
+        remote_ip: ctx.remote_ip.clone(),
+    };
+    let decision = auth::decide(&cfg, &request, started + cfg.login_timeout, &mut Silent);
+    let Request {
+        login, password, ..
+    } = request;
+    drop(password);
+    finish(
+        &ctx,
+        Some(&login),
+        decision.result,
+        decision.host.as_deref(),
+        reply,
+    )
+}
+
+/// Log the decision, then exec the reply program or exit.
+fn finish(
+    ctx: &Context,
+    login: Option<&str>,
+    result: Result<Accepted, Failure>,
+    host: Option<&str>,
+    reply: &[OsString],
+) -> ExitCode {
+    let (verdict, reason) = match &result {
+        Ok(_) => (Verdict::Accept, String::new()),
+        Err(f) => (f.verdict(ctx.kind), f.to_string()),
+    };
+    let line = format!(
+        "{} user=\"{}\" service={} rip={} result={} reason=\"{}\" host={} ms={}",
+        if ctx.kind == RequestKind::Lookup {
+            "lookup"
+        } else {
+            "login"
+        },
+        log::clean(login.unwrap_or("")),
+        log::clean(ctx.service.as_deref().unwrap_or("-")),
+        log::clean(ctx.remote_ip.as_deref().unwrap_or("-")),
+        verdict.word(),
+        log::clean(&reason),
+        host.unwrap_or("-"),
+        ctx.started.elapsed().as_millis()
+    );
+    match verdict {
+        Verdict::Accept | Verdict::Reject | Verdict::Unknown => log::info(&line),
+        Verdict::Temporary | Verdict::Misuse => log::error(&line),
+    }
+    match result {
+        Ok(acc) => exec_reply(&acc, ctx.kind, reply),
+        Err(_) => exit(verdict),
+    }
+}
+
+fn exit(v: Verdict) -> ExitCode {
+    ExitCode::from(v.exit_code())
+}
+
+/// The environment the reply program reads, in order.
+pub fn reply_env(acc: &Accepted, kind: RequestKind) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("USER".to_owned(), acc.user.clone()),
+        ("HOME".to_owned(), acc.fields.home.clone()),
+    ];
+    let mut extra = Vec::new();
+    for (name, value) in acc.fields.pairs() {
+        let var = format!("userdb_{name}");
+        extra.push(var.clone());
+        vars.push((var, value));
+    }
+    vars.push(("EXTRA".to_owned(), extra.join(" ")));
+    if kind == RequestKind::Lookup {
+        vars.push(("AUTHORIZED".to_owned(), "2".to_owned()));
+    }
+    vars
+}
+
+/// Replace this process with the reply program (fd 4 stays open for it).
+fn exec_reply(acc: &Accepted, kind: RequestKind, reply: &[OsString]) -> ExitCode {
+    let Some((prog, args)) = reply.split_first() else {
+        return exit(Verdict::Misuse);
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    for (k, v) in reply_env(acc, kind) {
+        cmd.env(k, v);
+    }
+    let err = cmd.exec();
+    log::error(&format!(
+        "cannot run the reply program {}: {err}",
+        log::clean(&prog.to_string_lossy())
+    ));
+    exit(Verdict::Temporary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::UserFields;
+
+    #[test]
+    fn parses_dovecot_input() {
+        let c = parse_input(b"jo@ex.org\0s3cret\0\0").unwrap();
+        assert_eq!(c.user, "jo@ex.org");
+        assert_eq!(c.password.expose(), "s3cret");
+        // No timestamp terminator: still two fields.
+        let c = parse_input(b"jo\0pw\0").unwrap();
+        assert_eq!(c.password.expose(), "pw");
+        // Empty password is parsed (and refused later, by the decision).
+        assert!(parse_input(b"jo\0\0\0").unwrap().password.is_empty());
+        // A password may contain anything but NUL, UTF-8 included.
+        assert_eq!(
+            parse_input("jo\0pä ss\0\0".as_bytes())
+                .unwrap()
+                .password
+                .expose(),
+            "pä ss"
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_misuse_or_bad_request() {
+        assert!(matches!(
+            parse_input(b"no-nul-at-all"),
+            Err(Failure::Misuse(_))
+        ));
+        assert!(matches!(
+            parse_input(b"user\0password"),
+            Err(Failure::Misuse(_))
+        ));
+        assert!(matches!(parse_input(b""), Err(Failure::Misuse(_))));
+        assert!(matches!(parse_input(&[b'a'; 600]), Err(Failure::Misuse(_))));
+        assert!(matches!(
+            parse_input(b"\xff\xfe\0pw\0\0"),
+            Err(Failure::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_input(b"jo\0\xff\0\0"),
+            Err(Failure::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn reply_environment() {
+        let acc = Accepted {
+            user: "jo@ex.org".into(),
+            fields: UserFields {
+                uid: "vmail".into(),
+                gid: "vmail".into(),
+                home: "/h/jo".into(),
+                quota_bytes: Some(5),
+            },
+        };
+        let env = reply_env(&acc, RequestKind::Password);
+        assert_eq!(env[0], ("USER".into(), "jo@ex.org".into()));
+        assert!(env.contains(&(
+            "EXTRA".into(),
+            "userdb_uid userdb_gid userdb_home userdb_quota_rule".into()
+        )));
+        assert!(env.contains(&("userdb_quota_rule".into(), "*:bytes=5".into())));
+        assert!(!env.iter().any(|(k, _)| k == "AUTHORIZED"));
+        let env = reply_env(&acc, RequestKind::Lookup);
+        assert!(env.contains(&("AUTHORIZED".into(), "2".into())));
+    }
+}

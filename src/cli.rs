@@ -1,0 +1,210 @@
+//! Command-line parsing and dispatch. Global options come before the command,
+//! so Dovecot's `args = /usr/bin/mailcow-ldap-auth -c FILE checkpassword` works.
+
+use crate::config;
+use crate::diagnose;
+use crate::outcome::Verdict;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const USAGE: &str = "\
+mailcow-ldap-auth - authenticate mail users against LDAP for Dovecot and mailcow
+
+Usage: mailcow-ldap-auth [-c FILE] COMMAND [ARGS]
+
+Commands:
+  checkpassword REPLY [ARGS...]  Dovecot checkpassword passdb/userdb (credentials on fd 3)
+  test [--lookup] USER           Try one login step by step (password from a prompt or stdin)
+  connection-test                Check every LDAP host: DNS, TCP, TLS, service bind, base DN, filter
+
+Options:
+  -c, --config FILE  Configuration file (default /etc/mailcow-ldap-auth/config.toml,
+                     or $MAILCOW_LDAP_AUTH_CONFIG)
+  -h, --help         Show this help
+  -V, --version      Show the version
+
+Exit status of checkpassword: reply program's (0, or 2 for lookups) on success,
+1 rejected, 3 unknown user (lookup), 111 temporary failure, 2 misuse.
+";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Checkpassword { reply: Vec<OsString> },
+    Test { user: String, lookup: bool },
+    ConnectionTest,
+    Help,
+    Version,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cli {
+    pub config: Option<PathBuf>,
+    pub command: Command,
+}
+
+/// Parse the arguments (without the program name).
+pub fn parse(args: Vec<OsString>) -> Result<Cli, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut config = None;
+    let command = loop {
+        match p.next().map_err(|e| e.to_string())? {
+            Some(Short('c') | Long("config")) => {
+                config = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?))
+            }
+            Some(Short('h') | Long("help")) => break Command::Help,
+            Some(Short('V') | Long("version")) => break Command::Version,
+            Some(Value(cmd)) => {
+                let cmd = cmd
+                    .string()
+                    .map_err(|_| "command is not UTF-8".to_owned())?;
+                break match cmd.as_str() {
+                    // Everything after the command belongs to the reply program.
+                    "checkpassword" => Command::Checkpassword {
+                        reply: p.raw_args().map_err(|e| e.to_string())?.collect(),
+                    },
+                    "test" => parse_test(&mut p)?,
+                    "connection-test" => {
+                        no_more(&mut p)?;
+                        Command::ConnectionTest
+                    }
+                    "help" => Command::Help,
+                    other => return Err(format!("unknown command \"{other}\" (see --help)")),
+                };
+            }
+            Some(other) => return Err(other.unexpected().to_string()),
+            None => return Err("no command given (see --help)".into()),
+        }
+    };
+    Ok(Cli { config, command })
+}
+
+fn parse_test(p: &mut lexopt::Parser) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let mut user = None;
+    let mut lookup = false;
+    while let Some(a) = p.next().map_err(|e| e.to_string())? {
+        match a {
+            Long("lookup") => lookup = true,
+            Value(v) if user.is_none() => {
+                user = Some(v.string().map_err(|_| "USER is not UTF-8".to_owned())?)
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let user = user.ok_or(
+        "test needs a USER (the password is asked for, never taken from the command line)",
+    )?;
+    Ok(Command::Test { user, lookup })
+}
+
+fn no_more(p: &mut lexopt::Parser) -> Result<(), String> {
+    match p.next().map_err(|e| e.to_string())? {
+        None => Ok(()),
+        Some(a) => Err(a.unexpected().to_string()),
+    }
+}
+
+/// Run the program; returns the process exit status.
+pub fn run(args: Vec<OsString>) -> ExitCode {
+    let is_checkpassword = args.iter().any(|a| a == "checkpassword");
+    let cli = match parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mailcow-ldap-auth: {e}");
+            return ExitCode::from(if is_checkpassword {
+                Verdict::Temporary.exit_code()
+            } else {
+                2
+            });
+        }
+    };
+    let path = config::resolve_path(cli.config);
+    match cli.command {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("mailcow-ldap-auth {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Checkpassword { reply } => crate::checkpassword::run(&path, &reply),
+        Command::Test { user, lookup } => {
+            with_config(&path, |cfg| diagnose::test_user(cfg, &user, lookup))
+        }
+        Command::ConnectionTest => with_config(&path, diagnose::connection_test),
+    }
+}
+
+/// Load the configuration for an admin command; a bad one is printed and exits 111
+/// (what checkpassword would answer with it).
+fn with_config(path: &std::path::Path, f: impl FnOnce(&config::Config) -> ExitCode) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            crate::log::init(config::LogTarget::Stderr);
+            f(&cfg)
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(Verdict::Temporary.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Cli, String> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn dovecot_style_arguments() {
+        let c = p(&["checkpassword", "/usr/lib/dovecot/checkpassword-reply"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Checkpassword {
+                reply: vec!["/usr/lib/dovecot/checkpassword-reply".into()]
+            }
+        );
+        let c = p(&["-c", "/etc/x.toml", "checkpassword", "/r", "-x", "--y"]).unwrap();
+        assert_eq!(c.config, Some(PathBuf::from("/etc/x.toml")));
+        assert_eq!(
+            c.command,
+            Command::Checkpassword {
+                reply: vec!["/r".into(), "-x".into(), "--y".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn test_command_never_takes_a_password() {
+        assert_eq!(
+            p(&["test", "jo"]).unwrap().command,
+            Command::Test {
+                user: "jo".into(),
+                lookup: false
+            }
+        );
+        assert_eq!(
+            p(&["test", "--lookup", "jo"]).unwrap().command,
+            Command::Test {
+                user: "jo".into(),
+                lookup: true
+            }
+        );
+        assert!(p(&["test", "jo", "secret"]).is_err());
+        assert!(p(&["test"]).is_err());
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p(&[]).is_err());
+        assert!(p(&["frobnicate"]).is_err());
+        assert!(p(&["connection-test", "x"]).is_err());
+        assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
+    }
+}

@@ -1,0 +1,392 @@
+//! The admin's tools: `test USER` (one login, step by step) and
+//! `connection-test` (every host, every layer), each line in plain words with
+//! the fix for what failed.
+
+use crate::auth::{self, Request};
+use crate::config::{Config, Host, TlsMode};
+use crate::directory::{explain, rc, user_filter, Directory, Trace};
+use crate::outcome::{Failure, RequestKind, Verdict};
+use crate::secret::Secret;
+use crate::tls;
+use ldap3::{Scope, SearchEntry, SearchOptions};
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Prints each step, indented, to stdout.
+pub struct Printer;
+
+impl Trace for Printer {
+    fn step(&mut self, line: &str) {
+        println!("  {line}");
+    }
+}
+
+/// Read the password without echo, or the first line of stdin when stdin is
+/// not a terminal. Never from the command line.
+pub fn read_password(prompt: &str) -> std::io::Result<Secret> {
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password(prompt)?;
+        return Ok(Secret::new(p));
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Secret::new(line.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+fn describe_config(cfg: &Config) {
+    println!("config: {}", cfg.path.display());
+    let l = &cfg.ldap;
+    let hosts: Vec<String> = l.hosts.iter().map(Host::label).collect();
+    println!("  hosts (in order): {}", hosts.join(", "));
+    println!("  connection: {}", l.tls);
+    if l.tls != TlsMode::Plain {
+        if l.ignore_ssl_errors {
+            println!("  certificate verification: OFF (ignore_ssl_errors = true) - anyone on the path can read passwords");
+        } else {
+            let cas: Vec<String> = l.ca_files.iter().map(|p| p.display().to_string()).collect();
+            println!(
+                "  certificate verification: on, against the system roots{}",
+                if cas.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {}", cas.join(", "))
+                }
+            );
+        }
+    }
+    println!(
+        "  service account: {}",
+        l.bind_dn.as_deref().unwrap_or("none (anonymous search)")
+    );
+}
+
+/// `test USER`: run one login as checkpassword would, printing every step.
+pub fn test_user(cfg: &Config, login: &str, lookup_only: bool) -> ExitCode {
+    describe_config(cfg);
+    let (kind, password) = if lookup_only {
+        (RequestKind::Lookup, None)
+    } else {
+        match read_password(&format!("password for {login}: ")) {
+            Ok(p) => (RequestKind::Password, Some(p)),
+            Err(e) => {
+                println!("cannot read the password: {e}");
+                return ExitCode::from(Verdict::Misuse.exit_code());
+            }
+        }
+    };
+    let req = Request {
+        login: login.to_owned(),
+        password,
+        kind,
+        service: std::env::var("SERVICE").ok(),
+        remote_ip: None,
+    };
+    println!("login {login}:");
+    let started = Instant::now();
+    let decision = auth::decide(cfg, &req, started + cfg.login_timeout, &mut Printer);
+    if let Some(entry) = &decision.entry {
+        match &cfg.ldap.attribute_field {
+            None => println!("  attribute field: not configured (ldap.attribute_field)"),
+            Some(f) => {
+                let values = entry.values(f);
+                if values.is_empty() {
+                    println!("  attribute field {f}: not present on the entry");
+                } else {
+                    println!("  attribute field {f}: {}", values.join(", "));
+                }
+            }
+        }
+        match auth::choose_template(cfg, entry) {
+            Some((t, Some(v))) => println!("  template: \"{t}\" (mapped from value \"{v}\")"),
+            Some((t, None)) => {
+                println!("  template: \"{t}\" (provisioning.default_template: no mapping matched)")
+            }
+            None => println!(
+                "  template: none - no attribute_mapping matches and no default_template is set"
+            ),
+        }
+    }
+    let ms = started.elapsed().as_millis();
+    let verdict = match &decision.result {
+        Ok(acc) => {
+            println!("RESULT: accepted as {} ({ms} ms)", acc.user);
+            for (k, v) in acc.fields.pairs() {
+                println!("  userdb {k}={v}");
+            }
+            Verdict::Accept
+        }
+        Err(f) => {
+            let v = f.verdict(kind);
+            println!("RESULT: {} - {f} ({ms} ms)", v.word());
+            if let Some(h) = failure_hint(f) {
+                println!("  what to do: {h}");
+            }
+            v
+        }
+    };
+    let code = match (verdict, kind) {
+        (Verdict::Accept, RequestKind::Lookup) => 2,
+        (v, _) => v.exit_code(),
+    };
+    println!("exit status as checkpassword: {code}");
+    ExitCode::from(code)
+}
+
+fn failure_hint(f: &Failure) -> Option<&'static str> {
+    match f {
+        Failure::UnknownUser => Some("no entry matched: check ldap.base_dn, ldap.username_field and ldap.filter, and that the service account may read the entry"),
+        Failure::Ambiguous(_) => Some("make the filter or username_field match one entry per login"),
+        Failure::WrongPassword => Some("the directory refused this password for the DN found"),
+        Failure::BadRequest(_) => Some("a login and a non-empty password are required"),
+        Failure::Temporary(_) => Some("run `mailcow-ldap-auth connection-test` to check every host"),
+        Failure::Denied(_) | Failure::Misuse(_) => None,
+    }
+}
+
+/// Counts a step as passed or failed, and prints it.
+struct Checklist {
+    ok: bool,
+}
+
+impl Checklist {
+    fn pass(&mut self, what: &str) {
+        println!("  [ ok ] {what}");
+    }
+    fn fail(&mut self, what: &str, fix: &str) {
+        self.ok = false;
+        println!("  [FAIL] {what}");
+        println!("         fix: {fix}");
+    }
+    fn note(&mut self, what: &str) {
+        println!("  [info] {what}");
+    }
+}
+
+/// `connection-test`: every host, every layer. Exit 0 when one host passes all.
+pub fn connection_test(cfg: &Config) -> ExitCode {
+    describe_config(cfg);
+    if cfg.ldap.tls != TlsMode::Plain && !cfg.ldap.ignore_ssl_errors {
+        match tls::client_config(&cfg.ldap.ca_files, true) {
+            Ok((_, s)) => {
+                println!("  trust store: {} system roots", s.system_roots);
+                for (f, n) in s.ca_file_certs {
+                    println!("  trust store: {n} certificate(s) from {}", f.display());
+                }
+            }
+            Err(e) => println!("  trust store: ERROR {e}"),
+        }
+    }
+    let mut good_hosts = 0;
+    for host in &cfg.ldap.hosts {
+        println!("host {}:", host.label());
+        if check_host(cfg, host) {
+            good_hosts += 1;
+        }
+    }
+    if good_hosts > 0 {
+        println!(
+            "RESULT: {good_hosts} of {} host(s) passed every check",
+            cfg.ldap.hosts.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "RESULT: no host passed every check: logins will fail with a temporary error (111)"
+        );
+        ExitCode::from(1)
+    }
+}
+
+fn check_host(cfg: &Config, host: &Host) -> bool {
+    let mut c = Checklist { ok: true };
+    let l = &cfg.ldap;
+    // Name resolution.
+    let addrs: Vec<_> = match (host.name.as_str(), host.port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            c.fail(
+                &format!("resolve {}: {e}", host.name),
+                "check the spelling in ldap.hosts and the DNS resolver",
+            );
+            return false;
+        }
+    };
+    let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+    c.pass(&format!("resolve {}: {}", host.name, shown.join(", ")));
+    // TCP.
+    let mut tcp_ok = false;
+    for a in &addrs {
+        let t = Instant::now();
+        match TcpStream::connect_timeout(a, l.connect_timeout) {
+            Ok(_) => {
+                c.pass(&format!("TCP connect {a}: {} ms", t.elapsed().as_millis()));
+                tcp_ok = true;
+                break;
+            }
+            Err(e) => c.fail(&format!("TCP connect {a}: {e}"), explain(&e.into()).hint),
+        }
+    }
+    if !tcp_ok {
+        return false;
+    }
+    // LDAP (and TLS) session.
+    let deadline = Instant::now() + cfg.login_timeout;
+    let mut dir = Directory::new(l, &cfg.state_dir, deadline);
+    let mut conn = match dir.connect(host) {
+        Ok(conn) => conn,
+        Err(crate::directory::Attempt::NextHost(hf)) => {
+            c.fail(&format!("{}: {}", l.tls, hf.reason), hf.hint);
+            if l.tls != TlsMode::Plain && !l.ignore_ssl_errors {
+                show_unverified_certificate(cfg, host, &mut c);
+            }
+            return false;
+        }
+        Err(crate::directory::Attempt::Final(f)) => {
+            c.fail(&format!("{}: {f}", l.tls), "see the message");
+            return false;
+        }
+    };
+    match l.tls {
+        TlsMode::Plain => c.note(
+            "plain LDAP: passwords cross the network unencrypted; consider use_tls or use_ssl",
+        ),
+        _ => {
+            let cert = conn.get_peer_certificate().ok().flatten();
+            let what = cert
+                .as_deref()
+                .map(tls::describe_certificate)
+                .unwrap_or_else(|| "no certificate".into());
+            let verified = if l.ignore_ssl_errors {
+                "NOT verified (ignore_ssl_errors)"
+            } else {
+                "verified"
+            };
+            c.pass(&format!(
+                "{} handshake, certificate {verified}: {what}",
+                l.tls
+            ));
+        }
+    }
+    // Service bind.
+    match dir.service_bind(&mut conn) {
+        Ok(()) => c.pass(&match &l.bind_dn {
+            Some(dn) => format!("service bind as {dn}"),
+            None => "anonymous (no bind_dn)".to_owned(),
+        }),
+        Err(crate::directory::Attempt::NextHost(hf)) => {
+            c.fail(&format!("service bind: {}", hf.reason), hf.hint);
+            return false;
+        }
+        Err(crate::directory::Attempt::Final(f)) => {
+            c.fail(
+                &format!("service bind: {f}"),
+                "check ldap.bind_dn and ldap.bind_password (or bind_password_file)",
+            );
+            return false;
+        }
+    }
+    // Base DN readable.
+    let res = conn.with_timeout(l.timeout).search(
+        &l.base_dn,
+        Scope::Base,
+        "(objectClass=*)",
+        vec!["1.1"],
+    );
+    match res {
+        Ok(r) if r.1.rc == rc::SUCCESS && !r.0.is_empty() => {
+            c.pass(&format!("base DN \"{}\" readable", l.base_dn))
+        }
+        Ok(r) => c.fail(
+            &format!(
+                "base DN \"{}\": result code {} {}",
+                l.base_dn, r.1.rc, r.1.text
+            ),
+            "check ldap.base_dn, and that the service account may read it",
+        ),
+        Err(e) => {
+            let hf = explain(&e);
+            c.fail(&format!("base DN: {}", hf.reason), hf.hint);
+        }
+    }
+    // How many entries the filter lets through (bounded).
+    const LIMIT: i32 = 1000;
+    let filter = user_filter(&l.filter, &l.username_field, "*").replace("\\2a", "*");
+    let mut attrs = vec![l.username_field.as_str()];
+    if let Some(f) = &l.attribute_field {
+        attrs.push(f);
+    }
+    let res = conn
+        .with_timeout(l.timeout)
+        .with_search_options(SearchOptions::new().sizelimit(LIMIT))
+        .search(&l.base_dn, Scope::Subtree, &filter, attrs);
+    match res {
+        Ok(r) if r.1.rc == rc::SUCCESS || r.1.rc == rc::SIZE_LIMIT_EXCEEDED => {
+            let entries: Vec<SearchEntry> =
+                r.0.into_iter()
+                    .filter(|e| !e.is_ref())
+                    .map(SearchEntry::construct)
+                    .collect();
+            let n = entries.len();
+            let more = if r.1.rc == rc::SIZE_LIMIT_EXCEEDED {
+                " or more (size limit reached)"
+            } else {
+                ""
+            };
+            if n == 0 {
+                c.fail(
+                    &format!("filter {filter}: no entries"),
+                    "no user could log in: check ldap.base_dn, ldap.username_field and ldap.filter",
+                );
+            } else {
+                c.pass(&format!("filter {filter}: {n}{more} entries"));
+                if let Some(f) = &l.attribute_field {
+                    let with = entries
+                        .iter()
+                        .filter(|e| e.attrs.keys().any(|k| k.eq_ignore_ascii_case(f)))
+                        .count();
+                    if with == 0 {
+                        c.note(&format!(
+                            "attribute field {f}: on none of them - only default_template can provision"
+                        ));
+                    } else {
+                        c.pass(&format!("attribute field {f}: present on {with} of {n}"));
+                    }
+                }
+            }
+        }
+        Ok(r) => c.fail(
+            &format!("filter {filter}: result code {} {}", r.1.rc, r.1.text),
+            "check ldap.filter and the service account's rights",
+        ),
+        Err(e) => {
+            let hf = explain(&e);
+            c.fail(&format!("filter search: {}", hf.reason), hf.hint);
+        }
+    }
+    let _ = conn.unbind();
+    c.ok
+}
+
+/// After a verification failure, show what the server presents, so the admin
+/// can see which CA signed it and which names it carries.
+fn show_unverified_certificate(cfg: &Config, host: &Host, c: &mut Checklist) {
+    let mut l = cfg.ldap.clone();
+    l.ignore_ssl_errors = true;
+    let mut dir = Directory::new(&l, &cfg.state_dir, Instant::now() + cfg.login_timeout);
+    if let Ok(mut conn) = dir.connect(host) {
+        if let Ok(Some(der)) = conn.get_peer_certificate() {
+            c.note(&format!(
+                "the server presents: {}",
+                tls::describe_certificate(&der)
+            ));
+        }
+        let _ = conn.unbind();
+    }
+}
+
+/// Flush stdout (used before exec or exit).
+pub fn flush() {
+    let _ = std::io::stdout().flush();
+}

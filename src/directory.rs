@@ -1,0 +1,493 @@
+//! The directory: find a user's entry with the service account and bind as
+//! that user, trying the configured hosts in order.
+//!
+//! A host is left for the next one only for reasons that say nothing about
+//! the user: connection refused, name resolution, timeouts, TLS or StartTLS
+//! failure, "busy"/"unavailable". Once a server has answered about the user
+//! (no entry, two entries, wrong password), that answer is final.
+
+use crate::config::{FilterTemplate, Host, LdapConfig, TlsMode};
+use crate::health::{unix_now, HostHealth};
+use crate::outcome::Failure;
+use crate::secret::Secret;
+use crate::tls;
+use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
+use rustls::ClientConfig;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// LDAP result codes (RFC 4511, appendix A) this module acts on.
+pub mod rc {
+    pub const SUCCESS: u32 = 0;
+    pub const TIME_LIMIT_EXCEEDED: u32 = 3;
+    pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
+    pub const REFERRAL: u32 = 10;
+    pub const CONSTRAINT_VIOLATION: u32 = 19;
+    pub const NO_SUCH_OBJECT: u32 = 32;
+    pub const INVALID_CREDENTIALS: u32 = 49;
+    pub const INSUFFICIENT_ACCESS: u32 = 50;
+    pub const BUSY: u32 = 51;
+    pub const UNAVAILABLE: u32 = 52;
+    pub const UNWILLING_TO_PERFORM: u32 = 53;
+}
+
+/// Receives a line for each step, for the `test` and `connection-test`
+/// commands. Logins use [`Silent`].
+pub trait Trace {
+    fn step(&mut self, line: &str);
+}
+
+/// A trace that records nothing.
+pub struct Silent;
+
+impl Trace for Silent {
+    fn step(&mut self, _line: &str) {}
+}
+
+/// A directory entry: its DN and its attributes, names lower-cased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserEntry {
+    pub dn: String,
+    pub attrs: BTreeMap<String, Vec<String>>,
+}
+
+impl UserEntry {
+    pub fn from_search(e: SearchEntry) -> UserEntry {
+        let mut attrs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in e.attrs {
+            attrs.entry(k.to_ascii_lowercase()).or_default().extend(v);
+        }
+        UserEntry { dn: e.dn, attrs }
+    }
+
+    /// Every value of an attribute (name compared without regard to case).
+    pub fn values(&self, attr: &str) -> &[String] {
+        self.attrs
+            .get(&attr.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The first value, for single-valued attributes such as displayName.
+    pub fn first(&self, attr: &str) -> Option<&str> {
+        self.values(attr).first().map(String::as_str)
+    }
+}
+
+/// Build the search filter for a login. The login is escaped (RFC 4515), so
+/// `*`, `(`, `)`, `\` and NUL in it match only themselves.
+pub fn user_filter(template: &FilterTemplate, username_field: &str, login: &str) -> String {
+    let value = ldap3::ldap_escape(login);
+    match template {
+        FilterTemplate::And { extra: None } => format!("({username_field}={value})"),
+        FilterTemplate::And { extra: Some(f) } => format!("(&{f}({username_field}={value}))"),
+        FilterTemplate::Placeholder(f) => f.replace("%u", &value).replace("%s", &value),
+    }
+}
+
+/// Why one host could not be used; the next host is tried.
+#[derive(Debug, Clone)]
+pub struct HostFailure {
+    pub reason: String,
+    pub hint: &'static str,
+}
+
+/// The outcome of a try on one host.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Leave this host, try the next.
+    NextHost(HostFailure),
+    /// A final answer: no other host is asked.
+    Final(Failure),
+}
+
+/// What a successful search (and bind, when a password was given) found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub entry: UserEntry,
+    pub host: Host,
+}
+
+/// Explain an LDAP client error in words, with the fix an admin would try.
+pub fn explain(e: &LdapError) -> HostFailure {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    let hint = if matches!(e, LdapError::Timeout { .. }) || lower.contains("timed out") {
+        "the server did not answer in time: check that the host and port are right and that no firewall drops the packets; raise ldap.connect_timeout_ms / ldap.timeout_ms if the server is slow"
+    } else if lower.contains("refused") {
+        "nothing listens there: check that the LDAP server runs and that ldap.hosts / ldap.port (636 for LDAPS) are right"
+    } else if lower.contains("lookup address")
+        || lower.contains("name or service not known")
+        || lower.contains("no address")
+        || lower.contains("resolve")
+    {
+        "the host name does not resolve: check the spelling in ldap.hosts and the DNS resolver"
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("badsignature")
+    {
+        "the server's certificate is not signed by a trusted CA: set ldap.ca_file to the CA certificate (PEM) that signed it, or LDAPTLS_CACERT; ignore_ssl_errors = true disables the check (unsafe)"
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        "the certificate does not name this host: put a name from the certificate's subjectAltName in ldap.hosts"
+    } else if lower.contains("expired") || lower.contains("notvalidyet") {
+        "the server's certificate has expired or is not yet valid: renew it, or check the clocks"
+    } else if lower.contains("corrupt message")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("received fatal alert")
+        || lower.contains("handshake")
+        || lower.contains("tls")
+        || lower.contains("rustls")
+    {
+        "the TLS handshake failed: check that the port speaks the chosen mode (use_ssl = LDAPS on 636, use_tls = StartTLS on 389)"
+    } else if let LdapError::LdapResult { result } = e {
+        match result.rc {
+            2 | 52 | 53 => "the server refused StartTLS or is unavailable: check that it has a certificate configured (olcTLSCertificateFile) or use plain LDAP/LDAPS",
+            51 => "the server is busy: it will be retried",
+            _ => "see the server's log for this result code",
+        }
+    } else if lower.contains("end of")
+        || lower.contains("reset")
+        || lower.contains("broken pipe")
+        || lower.contains("eof")
+    {
+        "the server closed the connection: it may speak TLS on this port (try use_ssl) or be overloaded"
+    } else {
+        "check the server's log"
+    };
+    HostFailure { reason: text, hint }
+}
+
+fn result_failure(what: &str, r: &ldap3::LdapResult) -> String {
+    if r.text.is_empty() {
+        format!("{what}: result code {}", r.rc)
+    } else {
+        format!("{what}: result code {} ({})", r.rc, r.text)
+    }
+}
+
+/// Host order, TLS settings and deadline for one request against the directory.
+pub struct Directory<'a> {
+    cfg: &'a LdapConfig,
+    state_dir: &'a Path,
+    tls: Option<Arc<ClientConfig>>,
+    health: HostHealth,
+    deadline: Instant,
+}
+
+impl<'a> Directory<'a> {
+    /// Prepare a request that must finish by `deadline`. Reads the host health file.
+    pub fn new(cfg: &'a LdapConfig, state_dir: &'a Path, deadline: Instant) -> Directory<'a> {
+        Directory {
+            cfg,
+            state_dir,
+            tls: None,
+            health: HostHealth::load(state_dir),
+            deadline,
+        }
+    }
+
+    fn remaining(&self) -> Result<Duration, Failure> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(Failure::Temporary(
+                "login time limit (login_timeout_ms) reached".into(),
+            ))
+        } else {
+            Ok(left)
+        }
+    }
+
+    fn op_timeout(&self) -> Result<Duration, Failure> {
+        Ok(self.remaining()?.min(self.cfg.timeout))
+    }
+
+    fn tls_config(&mut self) -> Result<Arc<ClientConfig>, Failure> {
+        if let Some(c) = &self.tls {
+            return Ok(c.clone());
+        }
+        let (c, _) = tls::client_config(&self.cfg.ca_files, !self.cfg.ignore_ssl_errors)
+            .map_err(Failure::Temporary)?;
+        self.tls = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Open a connection to one host in the configured TLS mode.
+    pub fn connect(&mut self, host: &Host) -> Result<LdapConn, Attempt> {
+        let timeout = self
+            .remaining()
+            .map_err(Attempt::Final)?
+            .min(self.cfg.connect_timeout);
+        let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
+        if self.cfg.tls != TlsMode::Plain {
+            settings = settings.set_config(self.tls_config().map_err(Attempt::Final)?);
+        }
+        if self.cfg.tls == TlsMode::StartTls {
+            settings = settings.set_starttls(true);
+        }
+        LdapConn::with_settings(settings, &host.url(self.cfg.tls))
+            .map_err(|e| Attempt::NextHost(explain(&e)))
+    }
+
+    /// Bind with the service account (or stay anonymous when none is set).
+    pub fn service_bind(&self, conn: &mut LdapConn) -> Result<(), Attempt> {
+        let Some(dn) = &self.cfg.bind_dn else {
+            return Ok(());
+        };
+        let t = self.op_timeout().map_err(Attempt::Final)?;
+        let r = conn
+            .with_timeout(t)
+            .simple_bind(dn, self.cfg.bind_password.expose())
+            .map_err(|e| Attempt::NextHost(explain(&e)))?;
+        match r.rc {
+            rc::SUCCESS => Ok(()),
+            rc::BUSY | rc::UNAVAILABLE => Attempt::next(result_failure("service bind", &r), "the server is busy or unavailable"),
+            rc::INVALID_CREDENTIALS => Err(Attempt::Final(Failure::Temporary(format!(
+                "service bind as {dn} refused (invalid credentials): check ldap.bind_dn and ldap.bind_password"
+            )))),
+            _ => Err(Attempt::Final(Failure::Temporary(result_failure(
+                &format!("service bind as {dn}"),
+                &r,
+            )))),
+        }
+    }
+
+    /// Search for the login's entry; exactly one must match.
+    fn search(
+        &self,
+        conn: &mut LdapConn,
+        login: &str,
+        attrs: &[&str],
+        trace: &mut dyn Trace,
+    ) -> Result<UserEntry, Attempt> {
+        let filter = user_filter(&self.cfg.filter, &self.cfg.username_field, login);
+        trace.step(&format!(
+            "search: base \"{}\", scope subtree, filter {filter}",
+            self.cfg.base_dn
+        ));
+        let t = self.op_timeout().map_err(Attempt::Final)?;
+        let res = conn
+            .with_timeout(t)
+            .with_search_options(SearchOptions::new().sizelimit(2))
+            .search(&self.cfg.base_dn, Scope::Subtree, &filter, attrs.to_vec())
+            .map_err(|e| Attempt::NextHost(explain(&e)))?;
+        let (entries, result) = (res.0, res.1);
+        let entries: Vec<UserEntry> = entries
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .map(|e| UserEntry::from_search(SearchEntry::construct(e)))
+            .collect();
+        match result.rc {
+            rc::SUCCESS => {}
+            // Two entries came back before the size limit of 2 stopped the search.
+            rc::SIZE_LIMIT_EXCEEDED if entries.len() >= 2 => {}
+            rc::BUSY | rc::UNAVAILABLE | rc::TIME_LIMIT_EXCEEDED => {
+                return Attempt::next(result_failure("search", &result), "the server is busy or unavailable")
+            }
+            rc::NO_SUCH_OBJECT => {
+                return Err(Attempt::Final(Failure::Temporary(format!(
+                    "ldap.base_dn \"{}\" does not exist on the server",
+                    self.cfg.base_dn
+                ))))
+            }
+            rc::REFERRAL => {
+                return Err(Attempt::Final(Failure::Temporary(format!(
+                    "ldap.base_dn \"{}\" is not held by this server (referral to {}); referrals are not followed",
+                    self.cfg.base_dn,
+                    result.refs.join(" ")
+                ))))
+            }
+            _ => return Err(Attempt::Final(Failure::Temporary(result_failure("search", &result)))),
+        }
+        match entries.len() {
+            0 => {
+                trace.step("search: no entry");
+                Err(Attempt::Final(Failure::UnknownUser))
+            }
+            1 => {
+                let e = entries.into_iter().next().unwrap_or_default();
+                trace.step(&format!("search: found {}", e.dn));
+                Ok(e)
+            }
+            n => {
+                let dns: Vec<&str> = entries.iter().map(|e| e.dn.as_str()).collect();
+                trace.step(&format!("search: {n} or more entries: {}", dns.join(" ; ")));
+                Err(Attempt::Final(Failure::Ambiguous(n)))
+            }
+        }
+    }
+
+    /// Bind as the user on this connection, which the caller then drops.
+    fn user_bind(&self, conn: &mut LdapConn, dn: &str, password: &Secret) -> Result<(), Attempt> {
+        if password.is_empty() {
+            // An empty password makes an "unauthenticated" bind that many servers accept.
+            return Err(Attempt::Final(Failure::BadRequest("empty password".into())));
+        }
+        let t = self.op_timeout().map_err(Attempt::Final)?;
+        let r = conn
+            .with_timeout(t)
+            .simple_bind(dn, password.expose())
+            .map_err(|e| Attempt::NextHost(explain(&e)))?;
+        match r.rc {
+            rc::SUCCESS => Ok(()),
+            rc::INVALID_CREDENTIALS => Err(Attempt::Final(Failure::WrongPassword)),
+            rc::CONSTRAINT_VIOLATION | rc::INSUFFICIENT_ACCESS | rc::UNWILLING_TO_PERFORM => {
+                Err(Attempt::Final(Failure::Denied(result_failure(
+                    "the directory refused the bind",
+                    &r,
+                ))))
+            }
+            rc::BUSY | rc::UNAVAILABLE => Attempt::next(
+                result_failure("user bind", &r),
+                "the server is busy or unavailable",
+            ),
+            _ => Err(Attempt::Final(Failure::Temporary(result_failure(
+                "user bind",
+                &r,
+            )))),
+        }
+    }
+
+    /// Find the login's entry and, when `password` is given, bind as it.
+    /// `attrs` are the attributes to read from the entry.
+    pub fn find_user(
+        &mut self,
+        login: &str,
+        password: Option<&Secret>,
+        attrs: &[&str],
+        trace: &mut dyn Trace,
+    ) -> Result<Found, Failure> {
+        let now = unix_now();
+        let order = self.health.order(&self.cfg.hosts, now, self.cfg.host_retry);
+        let mut failures: Vec<String> = Vec::new();
+        let mut result = None;
+        for host in &order {
+            if let Some(t) = self.health.is_marked(host, now, self.cfg.host_retry) {
+                trace.step(&format!(
+                    "host {}: failed {}s ago, tried after the others",
+                    host.label(),
+                    now.saturating_sub(t)
+                ));
+            }
+            trace.step(&format!(
+                "host {}: connecting ({})",
+                host.label(),
+                self.cfg.tls
+            ));
+            match self.try_host(host, login, password, attrs, trace) {
+                Ok(entry) => {
+                    self.health.mark_ok(host);
+                    result = Some(Ok(Found {
+                        entry,
+                        host: host.clone(),
+                    }));
+                    break;
+                }
+                Err(Attempt::Final(f)) => {
+                    // The server answered: it is alive.
+                    if !matches!(f, Failure::Temporary(_)) {
+                        self.health.mark_ok(host);
+                    }
+                    result = Some(Err(f));
+                    break;
+                }
+                Err(Attempt::NextHost(hf)) => {
+                    trace.step(&format!(
+                        "host {}: FAILED: {} -> {}",
+                        host.label(),
+                        hf.reason,
+                        hf.hint
+                    ));
+                    self.health.mark_failed(host, unix_now());
+                    failures.push(format!("{}: {}", host.label(), hf.reason));
+                    if self.remaining().is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.health.save(self.state_dir);
+        result.unwrap_or_else(|| {
+            Err(Failure::Temporary(format!(
+                "no directory host usable: {}",
+                failures.join("; ")
+            )))
+        })
+    }
+
+    fn try_host(
+        &mut self,
+        host: &Host,
+        login: &str,
+        password: Option<&Secret>,
+        attrs: &[&str],
+        trace: &mut dyn Trace,
+    ) -> Result<UserEntry, Attempt> {
+        let mut conn = self.connect(host)?;
+        trace.step(&format!("host {}: connected", host.label()));
+        self.service_bind(&mut conn)?;
+        trace.step(&match &self.cfg.bind_dn {
+            Some(dn) => format!("service bind as {dn}: ok"),
+            None => "no bind_dn: searching anonymously".to_owned(),
+        });
+        let entry = self.search(&mut conn, login, attrs, trace)?;
+        if let Some(pw) = password {
+            self.user_bind(&mut conn, &entry.dn, pw)?;
+            trace.step(&format!("user bind as {}: ok", entry.dn));
+        }
+        let _ = conn.unbind();
+        Ok(entry)
+    }
+}
+
+impl Attempt {
+    fn next<T>(reason: String, hint: &'static str) -> Result<T, Attempt> {
+        Err(Attempt::NextHost(HostFailure { reason, hint }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_building_escapes_the_login() {
+        let and = FilterTemplate::And { extra: None };
+        assert_eq!(user_filter(&and, "mail", "a@b.c"), "(mail=a@b.c)");
+        assert_eq!(user_filter(&and, "mail", "*"), "(mail=\\2a)");
+        assert_eq!(
+            user_filter(&and, "uid", "x)(uid=*"),
+            "(uid=x\\29\\28uid=\\2a)"
+        );
+        assert_eq!(user_filter(&and, "uid", "a\\b"), "(uid=a\\5cb)");
+        assert_eq!(user_filter(&and, "uid", "a\0b"), "(uid=a\\00b)");
+        let extra = FilterTemplate::And {
+            extra: Some("(objectClass=person)".into()),
+        };
+        assert_eq!(
+            user_filter(&extra, "mail", "x"),
+            "(&(objectClass=person)(mail=x))"
+        );
+        let ph = FilterTemplate::Placeholder("(|(uid=%u)(mail=%s))".into());
+        assert_eq!(user_filter(&ph, "mail", "j*"), "(|(uid=j\\2a)(mail=j\\2a))");
+    }
+
+    #[test]
+    fn entry_attribute_names_ignore_case() {
+        let mut attrs = std::collections::HashMap::new();
+        attrs.insert(
+            "otherMailbox".to_owned(),
+            vec!["a".to_owned(), "b".to_owned()],
+        );
+        let e = UserEntry::from_search(SearchEntry {
+            dn: "uid=x".into(),
+            attrs,
+            bin_attrs: Default::default(),
+        });
+        assert_eq!(e.values("othermailbox"), ["a", "b"]);
+        assert_eq!(e.values("OTHERMAILBOX"), ["a", "b"]);
+        assert_eq!(e.first("otherMailbox"), Some("a"));
+        assert!(e.values("mail").is_empty());
+    }
+}

@@ -1,0 +1,17 @@
+//! mailcow-ldap-auth: authenticate mail users against LDAP / Active Directory
+//! for Dovecot (checkpassword) and keep their mailcow mailboxes in step.
+//!
+//! The binary is a thin shell around [`cli::run`]; every piece of logic lives
+//! in a module named after its part of the domain.
+
+pub mod auth;
+pub mod checkpassword;
+pub mod cli;
+pub mod config;
+pub mod diagnose;
+pub mod directory;
+pub mod health;
+pub mod log;
+pub mod outcome;
+pub mod secret;
+pub mod tls;
