@@ -1,0 +1,493 @@
+//! The checkpassword protocol against a real slapd: every answer Dovecot can get.
+
+use crate::support::slapd::{BASE, HMUELLER_PW, READER_DN, READER_PW};
+use crate::support::{
+    checkpassword, creds, free_port, write_config, SilentServer, Slapd, StubReply,
+};
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+struct Env {
+    dir: TempDir,
+    slapd: Slapd,
+    reply: StubReply,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = TempDir::new().unwrap();
+        let slapd = Slapd::start(dir.path());
+        let reply = StubReply::create(dir.path());
+        Env { dir, slapd, reply }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A config with the server's plain section plus `extra` lines.
+    fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "state_dir = \"{}\"\n{}{extra}\n[dovecot]\nuid = \"5000\"\ngid = \"5000\"\nhome = \"/var/vmail/%d/%n\"\n",
+            self.path().display(),
+            self.slapd.ldap_section()
+        );
+        write_config(self.path(), "config.toml", &text)
+    }
+
+    /// A config whose [ldap] section is given whole.
+    fn config_raw(&self, ldap: &str) -> PathBuf {
+        let text = format!("state_dir = \"{}\"\n{ldap}\n", self.path().display());
+        write_config(self.path(), "config.toml", &text)
+    }
+
+    fn login(&self, cfg: &Path, user: &str, pw: &str) -> crate::support::Run {
+        checkpassword(
+            cfg,
+            &creds(user, pw),
+            &[("SERVICE", "imap"), ("TCPREMOTEIP", "192.0.2.7")],
+            &self.reply,
+        )
+    }
+}
+
+#[test]
+fn success_passes_user_and_fields_to_the_reply_program() {
+    let e = Env::new();
+    let cfg = e.config("");
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
+    assert_eq!(
+        e.reply.var("HOME").as_deref(),
+        Some("/var/vmail/example.org/jdoe")
+    );
+    assert_eq!(e.reply.var("userdb_uid").as_deref(), Some("5000"));
+    assert_eq!(e.reply.var("userdb_gid").as_deref(), Some("5000"));
+    assert_eq!(
+        e.reply.var("userdb_home").as_deref(),
+        Some("/var/vmail/example.org/jdoe")
+    );
+    assert_eq!(
+        e.reply.var("EXTRA").as_deref(),
+        Some("userdb_uid userdb_gid userdb_home")
+    );
+    assert_eq!(
+        e.reply.var("ORIG_UID").as_deref(),
+        Some("0"),
+        "ORIG_UID must be kept for checkpassword-reply"
+    );
+    assert_eq!(e.reply.var("AUTHORIZED"), None);
+    // The reply program got its own arguments.
+    assert_eq!(e.reply.var("ARGS"), Some(e.reply.out.display().to_string()));
+    // The password is nowhere in the reply's environment or the log.
+    let env = std::fs::read_to_string(&e.reply.out).unwrap();
+    assert!(!env.contains("secret1"));
+    assert!(!r.stderr.contains("secret1"));
+    assert!(r.stderr.contains("result=accept"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("service=imap") && r.stderr.contains("rip=192.0.2.7"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn rejections_exit_1_without_running_the_reply() {
+    let e = Env::new();
+    let cfg = e.config("");
+    for (user, pw, why) in [
+        ("jdoe@example.org", "Wr0ng-pw-71", "wrong password"),
+        ("jdoe@example.org", "", "empty password"),
+        ("nobody@example.org", "secret1", "unknown user"),
+        ("dup@example.org", "duppw", "two entries for one login"),
+        ("*", "secret1", "wildcard login"),
+        ("jdoe@example.org)(mail=*", "secret1", "filter injection"),
+        ("*)(|(mail=*", "secret1", "filter injection"),
+        ("jdoe@example.org\\", "secret1", "backslash"),
+        (
+            "star*@example.org",
+            "Wr0ng-pw-72",
+            "literal star, wrong password",
+        ),
+        ("", "secret1", "empty login"),
+    ] {
+        let r = e.login(&cfg, user, pw);
+        assert_eq!(r.code, 1, "{why}: {r:?}");
+        assert!(e.reply.env().is_none(), "{why}: reply program must not run");
+        assert!(
+            !pw.is_empty() && !r.stderr.contains(pw) || pw.is_empty(),
+            "{why}: password logged"
+        );
+    }
+}
+
+#[test]
+fn escaped_special_characters_match_only_themselves() {
+    let e = Env::new();
+    let cfg = e.config("");
+    // The entry whose mail really contains '*' can log in; '*' matched literally.
+    let r = e.login(&cfg, "star*@example.org", "starpw");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.reply.var("USER").as_deref(), Some("star*@example.org"));
+}
+
+#[test]
+fn mixed_case_login_is_canonicalised() {
+    let e = Env::new();
+    let cfg = e.config("");
+    let r = e.login(&cfg, "JDoe@Example.ORG", "secret1");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
+}
+
+#[test]
+fn dn_with_special_characters_and_non_ascii_password() {
+    let e = Env::new();
+    let cfg = e.config("");
+    let r = e.login(&cfg, "hans.mueller@example.org", HMUELLER_PW);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = e.login(&cfg, "hans.mueller@example.org", "passwort");
+    assert_eq!(r.code, 1, "{r:?}");
+}
+
+#[test]
+fn filter_with_and_without_placeholder() {
+    let e = Env::new();
+    // ANDed filter: a filter that excludes the user rejects it.
+    let cfg = e.config("filter = \"(objectClass=organizationalRole)\"\n");
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 1);
+    let cfg = e.config("filter = \"(objectClass=inetOrgPerson)\"\n");
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    // Placeholder filter: login by uid or mail.
+    let cfg = e.config("filter = \"(&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%s)))\"\n");
+    assert_eq!(e.login(&cfg, "jdoe", "secret1").code, 0);
+    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe"));
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(
+        e.login(&cfg, "j*", "secret1").code,
+        1,
+        "placeholder value must be escaped"
+    );
+}
+
+#[test]
+fn anonymous_search_versus_service_bind() {
+    let e = Env::new();
+    let anon_people = format!(
+        "[ldap]\nhosts = \"127.0.0.1:{}\"\nbase_dn = \"{BASE}\"\n",
+        e.slapd.port
+    );
+    // Anonymous may read only ou=public.
+    let cfg = e.config_raw(&anon_people);
+    assert_eq!(e.login(&cfg, "anon@example.org", "anonpw").code, 0);
+    assert_eq!(
+        e.login(&cfg, "jdoe@example.org", "secret1").code,
+        1,
+        "anonymous cannot see ou=people"
+    );
+    // The service account sees everyone.
+    let cfg = e.config("");
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    // A wrong service password is a configuration problem: temporary, never "wrong password".
+    let bad = format!(
+        "[ldap]\nhosts = \"127.0.0.1:{}\"\nbase_dn = \"{BASE}\"\nbind_dn = \"{READER_DN}\"\nbind_password = \"nope\"\n",
+        e.slapd.port
+    );
+    let cfg = e.config_raw(&bad);
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(r.stderr.contains("bind_password"), "{}", r.stderr);
+    let _ = READER_PW;
+}
+
+fn tls_section(e: &Env, mode: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[ldap]\nhosts = \"localhost:{port}\"\nbase_dn = \"{BASE}\"\nbind_dn = \"{READER_DN}\"\n\
+         bind_password = \"{READER_PW}\"\n{mode}\n{extra}\nconnect_timeout_ms = 1000\ntimeout_ms = 2000\n",
+    )
+    .replace("{ca}", &e.slapd.pki.ca.display().to_string())
+    .replace("{other}", &e.slapd.pki.other_ca.display().to_string())
+}
+
+#[test]
+fn tls_modes_verify_the_certificate() {
+    let e = Env::new();
+    let ldaps = e.slapd.ldaps_port;
+    let plain = e.slapd.port;
+    let cases: Vec<(String, u16, String, i32)> = vec![
+        (
+            "use_ssl = true".into(),
+            ldaps,
+            "ca_file = \"{ca}\"".into(),
+            0,
+        ),
+        ("use_ssl = true".into(), ldaps, "".into(), 111),
+        (
+            "use_ssl = true".into(),
+            ldaps,
+            "ca_file = \"{other}\"".into(),
+            111,
+        ),
+        (
+            "use_ssl = true".into(),
+            ldaps,
+            "ignore_ssl_errors = true".into(),
+            0,
+        ),
+        (
+            "use_tls = true".into(),
+            plain,
+            "ca_file = \"{ca}\"".into(),
+            0,
+        ),
+        ("use_tls = true".into(), plain, "".into(), 111),
+        (
+            "use_tls = true".into(),
+            plain,
+            "ca_file = \"{other}\"".into(),
+            111,
+        ),
+        (
+            "use_tls = true".into(),
+            plain,
+            "ignore_ssl_errors = true".into(),
+            0,
+        ),
+        // LDAPS spoken to a plain port, and plain LDAP to the LDAPS port, fail as temporary.
+        (
+            "use_ssl = true".into(),
+            plain,
+            "ca_file = \"{ca}\"".into(),
+            111,
+        ),
+    ];
+    for (mode, port, extra, want) in cases {
+        let cfg = e.config_raw(&tls_section(&e, &mode, port, &extra));
+        let r = e.login(&cfg, "jdoe@example.org", "secret1");
+        assert_eq!(r.code, want, "{mode} port {port} {extra}: {r:?}");
+        // Never a "wrong password" for a TLS problem, and never a plain-text fallback.
+        if want == 111 {
+            assert!(r.stderr.contains("result=tempfail"), "{}", r.stderr);
+        }
+    }
+    // Wrong password over TLS is still a rejection.
+    let cfg = e.config_raw(&tls_section(
+        &e,
+        "use_ssl = true",
+        ldaps,
+        "ca_file = \"{ca}\"",
+    ));
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "nope").code, 1);
+}
+
+#[test]
+fn ldaptls_cacert_from_the_environment_is_trusted() {
+    let e = Env::new();
+    let cfg = e.config_raw(&tls_section(&e, "use_ssl = true", e.slapd.ldaps_port, ""));
+    let ca = e.slapd.pki.ca.display().to_string();
+    let r = checkpassword(
+        &cfg,
+        &creds("jdoe@example.org", "secret1"),
+        &[("LDAPTLS_CACERT", &ca)],
+        &e.reply,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn host_fallback_on_refused_and_silent_hosts() {
+    let e = Env::new();
+    let silent = SilentServer::start();
+    let refused = free_port();
+    let section = |hosts: &str| {
+        format!(
+            "[ldap]\nhosts = \"{hosts}\"\nbase_dn = \"{BASE}\"\nbind_dn = \"{READER_DN}\"\n\
+             bind_password = \"{READER_PW}\"\nconnect_timeout_ms = 500\ntimeout_ms = 500\nhost_retry_seconds = 60\n"
+        )
+    };
+    let good = format!("127.0.0.1:{}", e.slapd.port);
+    // Refused first, then the good host.
+    let cfg = e.config_raw(&section(&format!("127.0.0.1:{refused}, {good}")));
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains(&format!("host={good}")), "{}", r.stderr);
+
+    // Silent first (accepts TCP, never answers): the operation timeout moves on.
+    let _ = std::fs::remove_file(e.path().join("host-health.json"));
+    let cfg = e.config_raw(&section(&format!("127.0.0.1:{}, {good}", silent.port)));
+    let t = std::time::Instant::now();
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    let first = t.elapsed();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        first >= std::time::Duration::from_millis(400),
+        "the first login pays the timeout"
+    );
+    // The silent host is remembered: the next login asks the good host first.
+    let health = std::fs::read_to_string(e.path().join("host-health.json")).unwrap();
+    assert!(
+        health.contains(&format!("127.0.0.1:{}", silent.port)),
+        "{health}"
+    );
+    let t = std::time::Instant::now();
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        t.elapsed() < first,
+        "the second login must not wait for the silent host again"
+    );
+
+    // A wrong password on the first host is final: the second host is not asked.
+    let cfg = e.config_raw(&section(&format!("{good}, 127.0.0.1:{refused}")));
+    let r = e.login(&cfg, "jdoe@example.org", "wrong");
+    assert_eq!(r.code, 1, "{r:?}");
+}
+
+#[test]
+fn all_hosts_down_is_temporary() {
+    let e = Env::new();
+    let silent = SilentServer::start();
+    let section = format!(
+        "[ldap]\nhosts = [\"127.0.0.1:{}\", \"127.0.0.1:{}\", \"no-such-host.invalid\"]\nbase_dn = \"{BASE}\"\n\
+         connect_timeout_ms = 300\ntimeout_ms = 300\n",
+        free_port(),
+        silent.port
+    );
+    let cfg = e.config_raw(&section);
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(
+        r.stderr.contains("no directory host usable"),
+        "{}",
+        r.stderr
+    );
+    // And a stopped server gives the same, for lookups too.
+    let mut e = e;
+    let cfg = e.config("");
+    e.slapd.stop();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 111);
+    let r = checkpassword(
+        &cfg,
+        &creds("jdoe@example.org", ""),
+        &[("AUTHORIZED", "1")],
+        &e.reply,
+    );
+    assert_eq!(r.code, 111, "{r:?}");
+}
+
+#[test]
+fn lookups_answer_found_or_unknown() {
+    let e = Env::new();
+    let cfg = e.config("");
+    let r = checkpassword(
+        &cfg,
+        &creds("jdoe@example.org", ""),
+        &[("AUTHORIZED", "1"), ("SERVICE", "lmtp")],
+        &e.reply,
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(e.reply.var("AUTHORIZED").as_deref(), Some("2"));
+    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
+    assert_eq!(
+        e.reply.var("userdb_home").as_deref(),
+        Some("/var/vmail/example.org/jdoe")
+    );
+    let r = checkpassword(
+        &cfg,
+        &creds("nobody@example.org", ""),
+        &[("AUTHORIZED", "1")],
+        &e.reply,
+    );
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(e.reply.env().is_none());
+}
+
+#[test]
+fn malformed_fd3_is_misuse() {
+    let e = Env::new();
+    let cfg = e.config("");
+    for input in [
+        b"no-nul-here".to_vec(),
+        b"user\0password".to_vec(),
+        vec![b'a'; 600],
+        {
+            let mut v = creds("jdoe@example.org", "secret1");
+            v.extend(std::iter::repeat(b'x').take(600));
+            v
+        },
+    ] {
+        let r = checkpassword(&cfg, &input, &[], &e.reply);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(
+            r.stderr.contains("misuse"),
+            "a log line says why: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    // Closed fd 3 altogether.
+    let out = std::process::Command::new(crate::support::bin())
+        .arg("-c")
+        .arg(&cfg)
+        .arg("checkpassword")
+        .arg(&e.reply.path)
+        .arg(&e.reply.out)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn bad_config_is_temporary() {
+    let e = Env::new();
+    let mut cases = vec![
+        (
+            "unknown key",
+            format!("{}bogus_key = 1\n", e.slapd.ldap_section()),
+        ),
+        ("no hosts", "[ldap]\nbase_dn = \"x\"\n".to_owned()),
+        ("bad toml", "[ldap\n".to_owned()),
+    ];
+    cases.push((
+        "ssl with tls",
+        format!("{}use_ssl = true\nuse_tls = true\n", e.slapd.ldap_section()),
+    ));
+    for (why, text) in cases {
+        let cfg = write_config(e.path(), "bad.toml", &text);
+        let r = e.login(&cfg, "jdoe@example.org", "secret1");
+        assert_eq!(r.code, 111, "{why}: {r:?}");
+        assert!(
+            r.stderr.contains("bad.toml"),
+            "{why}: the error names the file: {}",
+            r.stderr
+        );
+    }
+    let missing = e.path().join("missing.toml");
+    assert_eq!(e.login(&missing, "jdoe@example.org", "secret1").code, 111);
+}
+
+#[test]
+fn world_readable_config_with_password_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = Env::new();
+    let cfg = e.config("");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(r.stderr.contains("chmod o-r"), "{}", r.stderr);
+    // With the password in a private file, a readable config is fine.
+    let pw = e.path().join("bindpw");
+    std::fs::write(&pw, format!("{READER_PW}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "state_dir = \"{}\"\n[ldap]\nhosts = \"127.0.0.1:{}\"\nbase_dn = \"{BASE}\"\nbind_dn = \"{READER_DN}\"\nbind_password_file = \"{}\"\n",
+        e.path().display(),
+        e.slapd.port,
+        pw.display()
+    );
+    let cfg = write_config(e.path(), "filepw.toml", &text);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the built binary against real servers started privately
+//! (see `support`). One test binary, one module per area.
+
+mod support;
+
+mod checkpassword;

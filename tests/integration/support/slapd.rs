@@ -1,0 +1,256 @@
+//! A private OpenLDAP server: plain LDAP (with StartTLS) and LDAPS on loopback.
+
+use super::{free_port, require, run_ok, wait_for_port, Pki};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BASE: &str = "dc=example,dc=org";
+pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
+pub const ADMIN_PW: &str = "adminpw";
+pub const READER_DN: &str = "cn=reader,dc=example,dc=org";
+pub const READER_PW: &str = "readerpw";
+
+/// The test directory. Passwords are stored in clear text, which slapd accepts for simple binds.
+pub const BASE_LDIF: &str = "\
+dn: dc=example,dc=org
+objectClass: top
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: cn=reader,dc=example,dc=org
+objectClass: simpleSecurityObject
+objectClass: organizationalRole
+cn: reader
+userPassword: readerpw
+
+dn: ou=people,dc=example,dc=org
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=public,dc=example,dc=org
+objectClass: organizationalUnit
+ou: public
+
+dn: uid=jdoe,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+objectClass: extensibleObject
+uid: jdoe
+cn: John Doe
+sn: Doe
+displayName: John Doe
+mail: jdoe@example.org
+mail: john.doe@example.org
+otherMailbox: staff
+otherMailbox: default
+userPassword: secret1
+
+dn: uid=dup1,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: dup1
+cn: Dup One
+sn: One
+mail: dup@example.org
+userPassword: duppw
+
+dn: uid=dup2,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: dup2
+cn: Dup Two
+sn: Two
+mail: dup@example.org
+userPassword: duppw
+
+dn: cn=M\\C3\\BCller\\2C Hans+uid=hmueller,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: hmueller
+cn: Müller, Hans
+sn: Müller
+mail: hans.mueller@example.org
+userPassword:: cMOkc3N3w7ZyZOKCrA==
+
+dn: uid=star,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: star
+cn: Star
+sn: Star
+mail: star*@example.org
+userPassword: starpw
+
+dn: uid=anon,ou=public,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: anon
+cn: Anon
+sn: Anon
+mail: anon@example.org
+userPassword: anonpw
+
+dn: uid=nomail,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+objectClass: extensibleObject
+uid: nomail
+cn: No Mail Attribute Value
+sn: Nomail
+mail: nomail@example.org
+otherMailbox: unmapped
+userPassword: nomailpw
+";
+
+/// The password of hmueller (non-ASCII), as stored base64 in [`BASE_LDIF`].
+pub const HMUELLER_PW: &str = "pässwörd€";
+
+pub struct Slapd {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub ldaps_port: u16,
+    pub pki: Pki,
+    child: Option<Child>,
+    pub extra_conf: String,
+}
+
+impl Slapd {
+    /// Start with the base directory. `dir` must exist and outlive the server.
+    pub fn start(dir: &Path) -> Slapd {
+        Self::start_with(dir, BASE_LDIF, "")
+    }
+
+    /// Start with another directory content and extra slapd.conf lines
+    /// (appended to the database section, e.g. `limits * size.soft=10`).
+    pub fn start_with(dir: &Path, ldif: &str, extra_conf: &str) -> Slapd {
+        require("slapd", "slapd");
+        require("slapadd", "slapd");
+        let dir = dir.join("slapd");
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        let pki = Pki::create(&dir);
+        let mut s = Slapd {
+            dir,
+            port: free_port(),
+            ldaps_port: free_port(),
+            pki,
+            child: None,
+            extra_conf: extra_conf.to_owned(),
+        };
+        s.write_conf();
+        std::fs::write(s.dir.join("data.ldif"), ldif).unwrap();
+        run_ok(
+            Command::new("slapadd")
+                .arg("-f")
+                .arg(s.conf())
+                .arg("-l")
+                .arg(s.dir.join("data.ldif")),
+        );
+        s.run();
+        s
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.join("slapd.conf")
+    }
+
+    fn write_conf(&self) {
+        let d = self.dir.display();
+        let text = format!(
+            "include /etc/ldap/schema/core.schema\n\
+             include /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             include /etc/ldap/schema/nis.schema\n\
+             pidfile {d}/slapd.pid\n\
+             argsfile {d}/slapd.args\n\
+             modulepath /usr/lib/ldap\n\
+             moduleload back_mdb\n\
+             TLSCACertificateFile {ca}\n\
+             TLSCertificateFile {cert}\n\
+             TLSCertificateKeyFile {key}\n\
+             database mdb\n\
+             maxsize 104857600\n\
+             suffix \"{BASE}\"\n\
+             rootdn \"{ADMIN_DN}\"\n\
+             rootpw {ADMIN_PW}\n\
+             directory {d}/db\n\
+             index objectClass eq\n\
+             index mail,uid eq\n\
+             access to attrs=userPassword by self write by anonymous auth by * none\n\
+             access to dn.subtree=\"ou=public,{BASE}\" by * read\n\
+             access to dn.base=\"{BASE}\" by * read\n\
+             access to * by users read by anonymous auth by * none\n\
+             {extra}\n",
+            ca = self.pki.ca.display(),
+            cert = self.pki.cert.display(),
+            key = self.pki.key.display(),
+            extra = self.extra_conf,
+        );
+        std::fs::write(self.conf(), text).unwrap();
+    }
+
+    /// Start the server process (again) on the same ports and data.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "slapd already running");
+        let urls = format!(
+            "ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/",
+            self.port, self.ldaps_port
+        );
+        let child = Command::new("slapd")
+            .arg("-f")
+            .arg(self.conf())
+            .arg("-h")
+            .arg(&urls)
+            .arg("-d")
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.join("slapd.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start slapd");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10), "slapd");
+        wait_for_port(self.ldaps_port, Duration::from_secs(10), "slapd (ldaps)");
+    }
+
+    /// Stop the server by its pid and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Add entries (LDIF) through the admin account.
+    pub fn add(&self, ldif: &str) {
+        self.ldap_tool("ldapadd", ldif);
+    }
+
+    /// Apply an LDIF of changes (changetype: modify / delete) through the admin account.
+    pub fn modify(&self, ldif: &str) {
+        self.ldap_tool("ldapmodify", ldif);
+    }
+
+    fn ldap_tool(&self, tool: &str, ldif: &str) {
+        let f = self.dir.join(format!("{tool}-{}.ldif", super::free_port()));
+        std::fs::write(&f, ldif).unwrap();
+        run_ok(
+            Command::new(tool)
+                .args(["-x", "-H", &format!("ldap://127.0.0.1:{}", self.port)])
+                .args(["-D", ADMIN_DN, "-w", ADMIN_PW, "-f"])
+                .arg(&f),
+        );
+    }
+
+    /// A config `[ldap]` section for this server (plain LDAP, service bind).
+    pub fn ldap_section(&self) -> String {
+        format!(
+            "[ldap]\nhosts = \"127.0.0.1:{}\"\nbase_dn = \"{BASE}\"\nbind_dn = \"{READER_DN}\"\n\
+             bind_password = \"{READER_PW}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 2000\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs the Debian packages the tests
+# start privately, then runs formatting, lints, unit and integration tests.
+# Every server the tests need is started by the tests themselves, on loopback
+# ports from temporary folders, and stopped by pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  openssl ca-certificates slapd ldap-utils
+  mariadb-server mariadb-client
+  dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-auth-lua
+  postfix sasl2-bin swaks redis-server procps
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"
