@@ -5,7 +5,11 @@
 
 use crate::config::Config;
 use crate::directory::{Directory, Found, Trace, UserEntry};
+use crate::health::unix_now;
+use crate::log;
+use crate::mailcow::{Created, MailboxRow, Store, Template};
 use crate::outcome::{Failure, RequestKind};
+use crate::provision;
 use crate::secret::Secret;
 use std::time::Instant;
 
@@ -146,20 +150,37 @@ pub fn choose_template<'a>(
         .map(|t| (t, None))
 }
 
-/// Decide one request. `deadline` bounds the whole of it.
-pub fn decide(cfg: &Config, req: &Request, deadline: Instant, trace: &mut dyn Trace) -> Decision {
-    let mut host = None;
-    let mut entry = None;
-    let result = decide_inner(cfg, req, deadline, trace, &mut host, &mut entry);
-    Decision {
-        result,
-        host,
-        entry,
+/// Decide one request. `deadline` bounds the whole of it. `store` is an open
+/// database connection, if the caller has one (else one is opened when the
+/// configuration has a `[database]`).
+pub fn decide(
+    cfg: &Config,
+    store: Option<Store>,
+    req: &Request,
+    deadline: Instant,
+    trace: &mut dyn Trace,
+) -> Decision {
+    let mut d = Decision {
+        result: Err(Failure::UnknownUser),
+        host: None,
+        entry: None,
+    };
+    d.result = decide_inner(cfg, store, req, deadline, trace, &mut d.host, &mut d.entry);
+    d
+}
+
+fn fields(cfg: &Config, user: &str, quota: Option<u64>) -> UserFields {
+    UserFields {
+        uid: cfg.dovecot.uid.clone(),
+        gid: cfg.dovecot.gid.clone(),
+        home: expand_home(&cfg.dovecot.home, user),
+        quota_bytes: quota,
     }
 }
 
 fn decide_inner(
     cfg: &Config,
+    store: Option<Store>,
     req: &Request,
     deadline: Instant,
     trace: &mut dyn Trace,
@@ -175,20 +196,172 @@ fn decide_inner(
             _ => return Err(Failure::BadRequest("empty password".into())),
         },
     };
+    let mut store = match (store, &cfg.database) {
+        (Some(s), _) => Some(s),
+        (None, Some(db)) => Some(Store::connect(db, deadline)?),
+        (None, None) => None,
+    };
+
+    // With a database, a lookup is answered from mailcow's mailboxes alone.
+    if let (RequestKind::Lookup, Some(store)) = (req.kind, store.as_mut()) {
+        let addr = provision::login_as_address(&req.login).ok_or(Failure::UnknownUser)?;
+        let row = store.mailbox(&addr)?.ok_or(Failure::UnknownUser)?;
+        if !row.is_ldap() {
+            return Err(Failure::Denied("not an LDAP mailbox".into()));
+        }
+        provision::login_allowed(&row, None)?;
+        trace.step(&format!("mailbox {} found, active", row.username));
+        return Ok(Accepted {
+            fields: fields(cfg, &row.username, Some(row.quota)),
+            user: row.username,
+        });
+    }
+
+    // A mailbox of another authsource is not ours: say no before asking the directory.
+    let mut known = None;
+    if let (Some(store), Some(addr)) = (store.as_mut(), provision::login_as_address(&req.login)) {
+        if let Some(row) = store.mailbox(&addr)? {
+            if !row.is_ldap() {
+                trace.step(&format!(
+                    "mailbox {addr} has authsource {}: not an LDAP mailbox",
+                    row.authsource
+                ));
+                return Err(Failure::Denied("not an LDAP mailbox".into()));
+            }
+            known = Some(row);
+        }
+    }
+
     let attrs = wanted_attributes(cfg);
     let mut dir = Directory::new(&cfg.ldap, &cfg.state_dir, deadline);
     let Found { entry, host: h } = dir.find_user(&req.login, password, &attrs, trace)?;
     *host = Some(h.label());
-    let user = req.login.to_lowercase();
-    *found_entry = Some(entry);
+    let entry = &*found_entry.insert(entry);
+
+    let Some(store) = store.as_mut() else {
+        let user = req.login.to_lowercase();
+        return Ok(Accepted {
+            fields: fields(cfg, &user, None),
+            user,
+        });
+    };
+    let address = provision::canonical_address(cfg, entry, &req.login)?;
+    trace.step(&format!("mailbox address: {address}"));
+    let row = match known.filter(|r| r.username == address) {
+        Some(r) => Some(r),
+        None => store.mailbox(&address)?,
+    };
+    let row = match row {
+        Some(row) if !row.is_ldap() => return Err(Failure::Denied("not an LDAP mailbox".into())),
+        Some(row) => {
+            provision::login_allowed(&row, req.service.as_deref())?;
+            if update_existing(cfg, store, &row, entry, trace)? {
+                store.mailbox(&address)?.ok_or(Failure::UnknownUser)?
+            } else {
+                row
+            }
+        }
+        None => create_new(cfg, store, entry, &address, trace)?,
+    };
+    provision::login_allowed(&row, req.service.as_deref())?;
     Ok(Accepted {
-        fields: UserFields {
-            uid: cfg.dovecot.uid.clone(),
-            gid: cfg.dovecot.gid.clone(),
-            home: expand_home(&cfg.dovecot.home, &user),
-            quota_bytes: None,
-        },
-        user,
+        fields: fields(cfg, &row.username, Some(row.quota)),
+        user: row.username,
+    })
+}
+
+/// The template a mapping (not the default) selects, read from the database.
+fn mapped_template(
+    cfg: &Config,
+    store: &mut Store,
+    entry: &UserEntry,
+) -> Result<Option<Template>, Failure> {
+    match choose_template(cfg, entry) {
+        Some((name, Some(_))) => store.template(name),
+        _ => Ok(None),
+    }
+}
+
+/// Bring an existing `ldap` mailbox in step with its mapped template and name.
+/// Returns whether anything was written.
+fn update_existing(
+    cfg: &Config,
+    store: &mut Store,
+    row: &MailboxRow,
+    entry: &UserEntry,
+    trace: &mut dyn Trace,
+) -> Result<bool, Failure> {
+    let template = mapped_template(cfg, store, entry)?;
+    let name = provision::display_name(entry, &row.username);
+    let now = provision::sql_datetime(unix_now());
+    match provision::plan_update(row, &name, template.as_ref(), &now) {
+        None => {
+            trace.step("mailbox is up to date with its template");
+            Ok(false)
+        }
+        Some(upd) => {
+            trace.step(&format!(
+                "updating mailbox {} ({})",
+                row.username,
+                if upd.acl.is_some() {
+                    "template changed"
+                } else {
+                    "display name changed"
+                }
+            ));
+            store.update_mailbox(&upd)?;
+            log::info(&format!(
+                "mailbox {} updated from the directory",
+                log::clean(&row.username)
+            ));
+            Ok(true)
+        }
+    }
+}
+
+/// Create the mailbox of a user who logs in for the first time.
+fn create_new(
+    cfg: &Config,
+    store: &mut Store,
+    entry: &UserEntry,
+    address: &str,
+    trace: &mut dyn Trace,
+) -> Result<MailboxRow, Failure> {
+    if !cfg.provisioning.login_provisioning {
+        return Err(Failure::Denied(
+            "no mailbox, and provisioning.login_provisioning is off".into(),
+        ));
+    }
+    let (name, _) = choose_template(cfg, entry).ok_or_else(|| {
+        Failure::Denied("no attribute mapping matched and no default_template is set".into())
+    })?;
+    let template = store.template(name)?.ok_or_else(|| {
+        Failure::Denied(format!(
+            "mailbox template \"{name}\" does not exist in mailcow"
+        ))
+    })?;
+    let display = provision::display_name(entry, address);
+    let new = provision::new_mailbox(
+        address,
+        &display,
+        &template,
+        &provision::sql_datetime(unix_now()),
+    );
+    trace.step(&format!(
+        "creating mailbox {address} from template \"{name}\""
+    ));
+    let created = store.create_mailbox(&new, |d| {
+        provision::check_domain_room(&new.domain, new.template_quota, d)
+    })?;
+    if created == Created::Created {
+        log::info(&format!(
+            "mailbox {} created from template \"{}\"",
+            log::clean(address),
+            log::clean(name)
+        ));
+    }
+    store.mailbox(address)?.ok_or_else(|| {
+        Failure::Temporary("the new mailbox vanished right after its creation".into())
     })
 }
 

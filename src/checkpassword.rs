@@ -7,9 +7,9 @@
 //! * otherwise it exits with the status [`crate::outcome`] decides.
 
 use crate::auth::{self, Accepted, Request};
-use crate::config;
 use crate::directory::Silent;
 use crate::log;
+use crate::mailcow;
 use crate::outcome::{Failure, RequestKind, Verdict};
 use crate::secret::Secret;
 use std::ffi::OsString;
@@ -144,17 +144,10 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
         started,
     };
 
-    let cfg = match config::load(config_path) {
+    // The configuration (and, with settings_from_database, mailcow's own settings).
+    let (cfg, store) = match mailcow::load_config(config_path, started + Duration::from_secs(10)) {
         Ok(c) => c,
-        Err(e) => {
-            return finish(
-                &ctx,
-                None,
-                Err(Failure::Temporary(e.to_string())),
-                None,
-                reply,
-            )
-        }
+        Err(f) => return finish(&ctx, None, Err(f), None, reply),
     };
     log::init(cfg.log_target);
     start_watchdog(cfg.login_timeout + Duration::from_millis(500));
@@ -178,7 +171,13 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
         service: ctx.service.clone(),
         remote_ip: ctx.remote_ip.clone(),
     };
-    let decision = auth::decide(&cfg, &request, started + cfg.login_timeout, &mut Silent);
+    let decision = auth::decide(
+        &cfg,
+        store,
+        &request,
+        started + cfg.login_timeout,
+        &mut Silent,
+    );
     let Request {
         login, password, ..
     } = request;

@@ -845,7 +845,7 @@ fn validate_ldap(path: &Path, r: RawLdap) -> Result<LdapConfig, ConfigError> {
     })
 }
 
-fn validate_database(path: &Path, d: RawDatabase) -> Result<DatabaseConfig, ConfigError> {
+pub fn validate_database(path: &Path, d: RawDatabase) -> Result<DatabaseConfig, ConfigError> {
     let err = |message: String| ConfigError {
         file: path.to_owned(),
         message,

@@ -85,7 +85,7 @@ pub fn test_user(cfg: &Config, login: &str, lookup_only: bool) -> ExitCode {
     };
     println!("login {login}:");
     let started = Instant::now();
-    let decision = auth::decide(cfg, &req, started + cfg.login_timeout, &mut Printer);
+    let decision = auth::decide(cfg, None, &req, started + cfg.login_timeout, &mut Printer);
     if let Some(entry) = &decision.entry {
         match &cfg.ldap.attribute_field {
             None => println!("  attribute field: not configured (ldap.attribute_field)"),

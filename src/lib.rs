@@ -12,6 +12,8 @@ pub mod diagnose;
 pub mod directory;
 pub mod health;
 pub mod log;
+pub mod mailcow;
 pub mod outcome;
+pub mod provision;
 pub mod secret;
 pub mod tls;

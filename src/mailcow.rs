@@ -1,0 +1,672 @@
+//! mailcow's MariaDB: the rows this tool reads and writes (`mailbox`,
+//! `domain`, `templates`, `alias`, `quota2`, `quota2replica`, `user_acl`,
+//! `tags_mailbox`, `identity_provider`).
+//!
+//! Every error is a [`Failure::Temporary`] unless it says something about the
+//! user: an unreachable or slow database must never look like a wrong password.
+
+use crate::config::{
+    self, Config, DatabaseConfig, DbAddress, HostList, RawLdap, RawMapping, RawSync, UiSettings,
+};
+use crate::outcome::Failure;
+use crate::provision::{MailboxUpdate, NewMailbox};
+use mysql::prelude::*;
+use mysql::{params, Conn, IsolationLevel, OptsBuilder, SslOpts, TxOpts};
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// MariaDB error codes this module acts on.
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+/// Where Debian keeps the system's trusted CAs, used when `database.tls` has no `ca_file`.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A mailbox as read for a login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailboxRow {
+    pub username: String,
+    pub name: String,
+    pub domain: String,
+    pub active: i64,
+    pub authsource: String,
+    pub quota: u64,
+    pub attributes: Map<String, Value>,
+    /// `None` when the domain row is missing.
+    pub domain_active: Option<bool>,
+}
+
+impl MailboxRow {
+    /// Dovecot's userdb accepts active 1 and 2 (2: login allowed, no delivery).
+    pub fn is_active(&self) -> bool {
+        matches!(self.active, 1 | 2)
+    }
+
+    pub fn is_ldap(&self) -> bool {
+        self.authsource == "ldap"
+    }
+
+    /// A string-valued attribute (mailcow stores flags as "1"/"0").
+    pub fn attr(&self, key: &str) -> Option<String> {
+        self.attributes.get(key).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// A domain's limits, as locked for a creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRow {
+    pub domain: String,
+    pub active: bool,
+    /// "Max. possible mailboxes".
+    pub max_mailboxes: i64,
+    /// Default quota for a new mailbox, MiB.
+    pub defquota_mib: u64,
+    /// Largest quota of one mailbox, MiB.
+    pub maxquota_mib: u64,
+    /// Quota of the whole domain, MiB.
+    pub quota_mib: u64,
+    /// Mailboxes that exist now, and the sum of their quotas in bytes.
+    pub mailbox_count: i64,
+    pub quota_used_bytes: u64,
+}
+
+/// A mailbox template (`templates`, type 'mailbox').
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub name: String,
+    /// The `attributes` column exactly as stored (the attribute hash is taken over it).
+    pub text: String,
+    pub attributes: Map<String, Value>,
+}
+
+/// What a creation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// Another login or sync created it first; it is there now.
+    AlreadyThere,
+}
+
+fn db_failure(what: &str, e: mysql::Error) -> Failure {
+    Failure::Temporary(format!("database: {what}: {}", one_line(&e.to_string())))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn mysql_code(e: &mysql::Error) -> Option<u16> {
+    match e {
+        mysql::Error::MySqlError(m) => Some(m.code),
+        _ => None,
+    }
+}
+
+/// A connection to mailcow's database.
+pub struct Store {
+    conn: Conn,
+}
+
+impl Store {
+    /// Connect, bounded by the configured timeouts and by `deadline`.
+    pub fn connect(cfg: &DatabaseConfig, deadline: Instant) -> Result<Store, Failure> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::Temporary(
+                "login time limit reached before the database was asked".into(),
+            ));
+        }
+        let io_timeout = cfg.timeout.min(left).max(Duration::from_millis(1));
+        let mut opts = OptsBuilder::new()
+            .user(Some(cfg.user.clone()))
+            .pass(Some(cfg.password.expose().to_owned()))
+            .db_name(Some(cfg.name.clone()))
+            // Never move a TCP connection to a local socket behind our back (TLS would be lost).
+            .prefer_socket(false)
+            .tcp_connect_timeout(Some(cfg.connect_timeout.min(left)))
+            .read_timeout(Some(io_timeout))
+            .write_timeout(Some(io_timeout))
+            .stmt_cache_size(Some(32))
+            .init(vec![
+                "SET NAMES utf8mb4",
+                "SET SESSION innodb_lock_wait_timeout = 10",
+            ]);
+        opts = match &cfg.address {
+            DbAddress::Tcp { host, port } => {
+                opts.ip_or_hostname(Some(host.clone())).tcp_port(*port)
+            }
+            DbAddress::Socket(p) => opts.socket(Some(p.display().to_string())),
+        };
+        if cfg.tls {
+            let ca = cfg
+                .ca_file
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from(SYSTEM_CA_BUNDLE));
+            opts = opts.ssl_opts(SslOpts::default().with_root_cert_path(Some(ca)));
+        }
+        let conn = Conn::new(opts).map_err(|e| {
+            let hint = match mysql_code(&e) {
+                Some(1045) => " (check database.user and database.password)",
+                Some(1049) => " (check database.name)",
+                _ => "",
+            };
+            Failure::Temporary(format!(
+                "database: cannot connect: {}{hint}",
+                one_line(&e.to_string())
+            ))
+        })?;
+        Ok(Store { conn })
+    }
+
+    /// Whether the connection still answers.
+    pub fn ping(&mut self) -> Result<(), Failure> {
+        self.conn.ping().map_err(|e| db_failure("ping", e))
+    }
+
+    /// The mailbox `username`, with its domain's state.
+    pub fn mailbox(&mut self, username: &str) -> Result<Option<MailboxRow>, Failure> {
+        Self::read_mailbox(&mut self.conn, username)
+    }
+
+    fn read_mailbox<Q: Queryable>(
+        q: &mut Q,
+        username: &str,
+    ) -> Result<Option<MailboxRow>, Failure> {
+        type Row = (
+            String,
+            Option<String>,
+            String,
+            i64,
+            Option<String>,
+            i64,
+            Option<String>,
+            Option<i64>,
+        );
+        let row: Option<Row> = q
+            .exec_first(
+                "SELECT m.username, m.name, m.domain, m.active, m.authsource, m.quota, m.attributes, d.active \
+                 FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain WHERE m.username = ?",
+                (username,),
+            )
+            .map_err(|e| db_failure("reading the mailbox", e))?;
+        Ok(row.map(
+            |(username, name, domain, active, authsource, quota, attrs, dact)| MailboxRow {
+                username,
+                name: name.unwrap_or_default(),
+                domain,
+                active,
+                authsource: authsource.unwrap_or_else(|| "mailcow".into()),
+                quota: quota.max(0) as u64,
+                attributes: attrs
+                    .and_then(|t| serde_json::from_str::<Map<String, Value>>(&t).ok())
+                    .unwrap_or_default(),
+                domain_active: dact.map(|a| a == 1),
+            },
+        ))
+    }
+
+    /// A mailbox template by name.
+    pub fn template(&mut self, name: &str) -> Result<Option<Template>, Failure> {
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .exec_first(
+                "SELECT template, attributes FROM templates WHERE type = 'mailbox' AND template = ? ORDER BY id LIMIT 1",
+                (name,),
+            )
+            .map_err(|e| db_failure("reading the template", e))?;
+        Ok(row.map(|(name, text)| {
+            let text = text.unwrap_or_else(|| "{}".into());
+            let attributes = serde_json::from_str(&text).unwrap_or_default();
+            Template {
+                name,
+                text,
+                attributes,
+            }
+        }))
+    }
+
+    /// Names of every mailbox template.
+    pub fn template_names(&mut self) -> Result<Vec<String>, Failure> {
+        self.conn
+            .query("SELECT template FROM templates WHERE type = 'mailbox' ORDER BY id")
+            .map_err(|e| db_failure("listing templates", e))
+    }
+
+    /// A domain's state and limits, without locking (for diagnostics).
+    pub fn domain(&mut self, domain: &str) -> Result<Option<DomainRow>, Failure> {
+        Self::read_domain(&mut self.conn, domain, false)
+    }
+
+    fn read_domain<Q: Queryable>(
+        q: &mut Q,
+        domain: &str,
+        lock: bool,
+    ) -> Result<Option<DomainRow>, Failure> {
+        let sql = if lock {
+            "SELECT domain, active, mailboxes, defquota, maxquota, quota FROM domain WHERE domain = ? FOR UPDATE"
+        } else {
+            "SELECT domain, active, mailboxes, defquota, maxquota, quota FROM domain WHERE domain = ?"
+        };
+        let row: Option<(String, i64, i64, i64, i64, i64)> = q
+            .exec_first(sql, (domain,))
+            .map_err(|e| db_failure("reading the domain", e))?;
+        let Some((domain, active, max_mailboxes, defq, maxq, quota)) = row else {
+            return Ok(None);
+        };
+        let usage: Option<(i64, Option<i64>)> = q
+            .exec_first(
+                "SELECT COUNT(*), SUM(quota) FROM mailbox WHERE domain = ? AND (kind = '' OR kind IS NULL)",
+                (&domain,),
+            )
+            .map_err(|e| db_failure("counting the domain's mailboxes", e))?;
+        let (count, used) = usage.unwrap_or((0, None));
+        Ok(Some(DomainRow {
+            domain,
+            active: active == 1,
+            max_mailboxes,
+            defquota_mib: defq.max(0) as u64,
+            maxquota_mib: maxq.max(0) as u64,
+            quota_mib: quota.max(0) as u64,
+            mailbox_count: count,
+            quota_used_bytes: used.unwrap_or(0).max(0) as u64,
+        }))
+    }
+
+    /// Create a mailbox and everything that belongs to it in one transaction,
+    /// with the domain row locked so that limits hold under concurrency.
+    /// `check` decides, from the locked domain row, whether the creation may go
+    /// ahead (and with which quota); any failure rolls everything back.
+    pub fn create_mailbox(
+        &mut self,
+        new: &NewMailbox,
+        check: impl Fn(Option<&DomainRow>) -> Result<u64, Failure>,
+    ) -> Result<Created, Failure> {
+        for attempt in 0..3 {
+            match self.try_create(new, &check) {
+                Err(Retry::Again) if attempt < 2 => continue,
+                Err(Retry::Again) => break,
+                Err(Retry::Fail(f)) => return Err(f),
+                Ok(c) => return Ok(c),
+            }
+        }
+        Err(Failure::Temporary(
+            "database: creation kept deadlocking".into(),
+        ))
+    }
+
+    fn try_create(
+        &mut self,
+        new: &NewMailbox,
+        check: &impl Fn(Option<&DomainRow>) -> Result<u64, Failure>,
+    ) -> Result<Created, Retry> {
+        let opts = TxOpts::default().set_isolation_level(Some(IsolationLevel::ReadCommitted));
+        let mut tx = self
+            .conn
+            .start_transaction(opts)
+            .map_err(|e| Retry::from_db("starting a transaction", e))?;
+        let domain = Self::read_domain(&mut tx, &new.domain, true).map_err(Retry::Fail)?;
+        // Someone may have created it while we waited for the lock.
+        if Self::read_mailbox(&mut tx, &new.username)
+            .map_err(Retry::Fail)?
+            .is_some()
+        {
+            let _ = tx.rollback();
+            return Ok(Created::AlreadyThere);
+        }
+        let quota = check(domain.as_ref()).map_err(Retry::Fail)?;
+        let alias_taken: Option<String> = tx
+            .exec_first("SELECT goto FROM alias WHERE address = ?", (&new.username,))
+            .map_err(|e| Retry::from_db("reading aliases", e))?;
+        if let Some(goto) = alias_taken {
+            let _ = tx.rollback();
+            return Err(Retry::Fail(Failure::Denied(format!(
+                "an alias {} -> {} already exists in mailcow; remove it to let the mailbox be created",
+                new.username, goto
+            ))));
+        }
+        let res = (|| -> Result<(), mysql::Error> {
+            tx.exec_drop(
+                "INSERT INTO mailbox (username, password, name, quota, local_part, domain, attributes, \
+                 authsource, active) VALUES (:username, '', :name, :quota, :local_part, :domain, :attributes, 'ldap', :active)",
+                params! {
+                    "username" => &new.username,
+                    "name" => &new.name,
+                    "quota" => quota,
+                    "local_part" => &new.local_part,
+                    "domain" => &new.domain,
+                    "attributes" => new.attributes_json(),
+                    "active" => new.active,
+                },
+            )?;
+            tx.exec_drop(
+                "INSERT INTO quota2 (username, bytes, messages) VALUES (?, 0, 0)",
+                (&new.username,),
+            )?;
+            tx.exec_drop(
+                "INSERT INTO quota2replica (username, bytes, messages) VALUES (?, 0, 0)",
+                (&new.username,),
+            )?;
+            tx.exec_drop(
+                "INSERT INTO alias (address, goto, domain, active) VALUES (:a, :a, :d, :act)",
+                params! { "a" => &new.username, "d" => &new.domain, "act" => new.active.min(1) },
+            )?;
+            Self::write_acl(&mut tx, &new.username, &new.acl, false)?;
+            Self::write_tags(&mut tx, &new.username, &new.tags, false)?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {}
+            Err(e) if mysql_code(&e) == Some(ER_DUP_ENTRY) => {
+                let _ = tx.rollback();
+                return Ok(Created::AlreadyThere);
+            }
+            Err(e) => {
+                let _ = tx.rollback();
+                return Err(Retry::from_db("creating the mailbox", e));
+            }
+        }
+        tx.commit()
+            .map_err(|e| Retry::from_db("committing the new mailbox", e))?;
+        Ok(Created::Created)
+    }
+
+    fn write_acl<Q: Queryable>(
+        q: &mut Q,
+        username: &str,
+        acl: &[(String, bool)],
+        replace: bool,
+    ) -> Result<(), mysql::Error> {
+        if replace {
+            q.exec_drop("DELETE FROM user_acl WHERE username = ?", (username,))?;
+        }
+        let mut cols = vec!["username".to_owned()];
+        let mut vals: Vec<mysql::Value> = vec![username.into()];
+        for (k, v) in acl {
+            cols.push(format!("`{k}`"));
+            vals.push(i64::from(*v).into());
+        }
+        let marks = vec!["?"; cols.len()].join(", ");
+        q.exec_drop(
+            format!(
+                "INSERT INTO user_acl ({}) VALUES ({marks})",
+                cols.join(", ")
+            ),
+            vals,
+        )
+    }
+
+    fn write_tags<Q: Queryable>(
+        q: &mut Q,
+        username: &str,
+        tags: &[String],
+        replace: bool,
+    ) -> Result<(), mysql::Error> {
+        if replace {
+            q.exec_drop("DELETE FROM tags_mailbox WHERE username = ?", (username,))?;
+        }
+        for t in tags {
+            q.exec_drop(
+                "INSERT IGNORE INTO tags_mailbox (tag_name, username) VALUES (?, ?)",
+                (t, username),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Apply a template (and name) to an existing `ldap` mailbox in one
+    /// transaction. Never changes `active`, the password or the authsource.
+    pub fn update_mailbox(&mut self, upd: &MailboxUpdate) -> Result<(), Failure> {
+        let mut tx = self
+            .conn
+            .start_transaction(TxOpts::default())
+            .map_err(|e| db_failure("starting a transaction", e))?;
+        let res = (|| -> Result<(), mysql::Error> {
+            tx.exec_drop(
+                "UPDATE mailbox SET name = :name, quota = :quota, attributes = :attributes \
+                 WHERE username = :username AND authsource = 'ldap'",
+                params! {
+                    "name" => &upd.name,
+                    "quota" => upd.quota,
+                    "attributes" => upd.attributes_json(),
+                    "username" => &upd.username,
+                },
+            )?;
+            if let Some(acl) = &upd.acl {
+                Self::write_acl(&mut tx, &upd.username, acl, true)?;
+            }
+            if let Some(tags) = &upd.tags {
+                Self::write_tags(&mut tx, &upd.username, tags, true)?;
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => tx
+                .commit()
+                .map_err(|e| db_failure("committing the update", e)),
+            Err(e) => {
+                let _ = tx.rollback();
+                Err(db_failure("updating the mailbox", e))
+            }
+        }
+    }
+
+    /// Every row of `identity_provider`, as (key, value).
+    pub fn identity_provider_rows(&mut self) -> Result<Vec<(String, String)>, Failure> {
+        self.conn
+            .query("SELECT `key`, `value` FROM identity_provider")
+            .map_err(|e| db_failure("reading identity_provider", e))
+    }
+
+    /// The underlying connection, for the sync's own queries.
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+enum Retry {
+    Again,
+    Fail(Failure),
+}
+
+impl Retry {
+    fn from_db(what: &str, e: mysql::Error) -> Retry {
+        match mysql_code(&e) {
+            Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => Retry::Again,
+            _ => Retry::Fail(db_failure(what, e)),
+        }
+    }
+}
+
+/// mailcow's UI settings (`identity_provider` rows) in this tool's terms.
+/// Rows of other providers are ignored; so is everything when the provider
+/// in use is not LDAP. Booleans are stored as "1" / "" (or "0").
+pub fn ui_settings(rows: &[(String, String)]) -> Result<UiSettings, String> {
+    let get = |k: &str| {
+        rows.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let mut ui = UiSettings::default();
+    if get("authsource").as_deref() != Some("ldap") {
+        return Ok(ui);
+    }
+    let flag = |k: &str| get(k).map(|v| matches!(v.as_str(), "1" | "true" | "on" | "yes"));
+    let text = |k: &str| get(k).filter(|v| !v.is_empty());
+    let number = |k: &str| -> Result<Option<u64>, String> {
+        match text(k) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("identity_provider row {k} = \"{v}\" is not a number")),
+        }
+    };
+    ui.ldap = RawLdap {
+        hosts: text("host").map(HostList::One),
+        port: number("port")?
+            .map(|p| {
+                u16::try_from(p).map_err(|_| format!("identity_provider port {p} out of range"))
+            })
+            .transpose()?,
+        use_ssl: flag("use_ssl"),
+        use_tls: flag("use_tls"),
+        ignore_ssl_errors: flag("ignore_ssl_error").or_else(|| flag("ignore_ssl_errors")),
+        base_dn: text("basedn"),
+        username_field: text("username_field"),
+        filter: get("filter"),
+        attribute_field: text("attribute_field"),
+        bind_dn: text("binddn"),
+        bind_password: text("bindpass"),
+        ..RawLdap::default()
+    };
+    let list = |k: &str| -> Result<Vec<String>, String> {
+        let Some(v) = text(k) else {
+            return Ok(Vec::new());
+        };
+        let parsed: Value = serde_json::from_str(&v)
+            .map_err(|e| format!("identity_provider row {k} is not JSON: {e}"))?;
+        let items: Vec<&Value> = match &parsed {
+            Value::Array(a) => a.iter().collect(),
+            // array_filter() in PHP can leave an object with numeric keys.
+            Value::Object(o) => {
+                let mut kv: Vec<(u64, &Value)> = o
+                    .iter()
+                    .map(|(k, v)| (k.parse().unwrap_or(u64::MAX), v))
+                    .collect();
+                kv.sort_by_key(|(k, _)| *k);
+                kv.into_iter().map(|(_, v)| v).collect()
+            }
+            _ => return Err(format!("identity_provider row {k} is not a list")),
+        };
+        Ok(items
+            .into_iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect())
+    };
+    let mappers = list("mappers")?;
+    let templates = list("templates")?;
+    if mappers.len() != templates.len() {
+        return Err("identity_provider rows mappers and templates differ in length".into());
+    }
+    if !mappers.is_empty() {
+        ui.mappings = Some(
+            mappers
+                .into_iter()
+                .zip(templates)
+                .map(|(attribute, template)| RawMapping {
+                    attribute,
+                    template,
+                })
+                .collect(),
+        );
+    }
+    ui.provisioning.default_template = text("default_template");
+    ui.sync = RawSync {
+        import_users: flag("import_users"),
+        periodic_full_sync: flag("periodic_sync"),
+        interval_minutes: number("sync_interval")?,
+        ..RawSync::default()
+    };
+    Ok(ui)
+}
+
+/// Load the configuration, merging mailcow's UI settings from the database
+/// when `settings_from_database` is on. Returns the open store too, so a login
+/// does not connect twice. Every problem is temporary (exit 111).
+pub fn load_config(
+    path: &std::path::Path,
+    deadline: Instant,
+) -> Result<(Config, Option<Store>), Failure> {
+    let raw = config::load_raw(path).map_err(|e| Failure::Temporary(e.to_string()))?;
+    if !raw.settings_from_database() {
+        let cfg = raw
+            .validate(path, UiSettings::default())
+            .map_err(|e| Failure::Temporary(e.to_string()))?;
+        return Ok((cfg, None));
+    }
+    let db = config::validate_database(path, raw.database.clone().unwrap_or_default())
+        .map_err(|e| Failure::Temporary(e.to_string()))?;
+    let mut store = Store::connect(&db, deadline)?;
+    let rows = store.identity_provider_rows()?;
+    let ui = ui_settings(&rows)
+        .map_err(|e| Failure::Temporary(format!("config from mailcow's database: {e}")))?;
+    let cfg = raw.validate(path, ui).map_err(|e| {
+        Failure::Temporary(format!(
+            "{e} (settings_from_database: keys not in the file come from mailcow's UI)"
+        ))
+    })?;
+    Ok((cfg, Some(store)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn ui_rows_become_settings() {
+        let ui = ui_settings(&rows(&[
+            ("authsource", "ldap"),
+            ("host", "a,b"),
+            ("port", "389"),
+            ("use_ssl", "1"),
+            ("use_tls", ""),
+            ("ignore_ssl_error", ""),
+            ("basedn", "dc=x"),
+            ("username_field", "mail"),
+            ("filter", ""),
+            ("attribute_field", "othermailbox"),
+            ("binddn", "cn=r"),
+            ("bindpass", "pw"),
+            ("mappers", "[\"staff\",\"default\"]"),
+            ("templates", "{\"0\":\"Staff\",\"2\":\"Default\"}"),
+            ("default_template", ""),
+            ("import_users", "1"),
+            ("periodic_sync", "0"),
+            ("sync_interval", "5"),
+            ("access_token", ""),
+        ]))
+        .unwrap();
+        assert!(matches!(ui.ldap.hosts, Some(HostList::One(ref h)) if h == "a,b"));
+        assert_eq!(ui.ldap.use_ssl, Some(true));
+        assert_eq!(ui.ldap.use_tls, Some(false));
+        assert_eq!(ui.ldap.ignore_ssl_errors, Some(false));
+        assert_eq!(ui.ldap.bind_password.as_deref(), Some("pw"));
+        let m = ui.mappings.unwrap();
+        assert_eq!(
+            (m[1].attribute.as_str(), m[1].template.as_str()),
+            ("default", "Default")
+        );
+        assert_eq!(ui.provisioning.default_template, None);
+        assert_eq!(ui.sync.import_users, Some(true));
+        assert_eq!(ui.sync.periodic_full_sync, Some(false));
+        assert_eq!(ui.sync.interval_minutes, Some(5));
+    }
+
+    #[test]
+    fn other_providers_and_bad_rows() {
+        let ui = ui_settings(&rows(&[("authsource", "keycloak"), ("host", "x")])).unwrap();
+        assert!(ui.ldap.hosts.is_none());
+        assert!(ui_settings(&rows(&[("authsource", "ldap"), ("port", "x")])).is_err());
+        assert!(ui_settings(&rows(&[
+            ("authsource", "ldap"),
+            ("mappers", "[\"a\"]"),
+            ("templates", "[]")
+        ]))
+        .is_err());
+        assert!(ui_settings(&rows(&[("authsource", "ldap"), ("mappers", "nope")])).is_err());
+    }
+}

@@ -1,0 +1,641 @@
+//! Mailboxes from templates: which template a directory entry gets, what a
+//! new mailbox looks like, when an existing one needs an update, and whether
+//! a domain has room. The functions here are pure; [`crate::mailcow::Store`]
+//! writes what they decide.
+
+use crate::config::Config;
+use crate::directory::UserEntry;
+use crate::mailcow::{DomainRow, MailboxRow, Template};
+use crate::outcome::Failure;
+use serde_json::{Map, Value};
+use sha1::{Digest, Sha1};
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// `user_acl` columns a template may set through its `acl_<column>` keys.
+/// (A whitelist: these names are put into SQL.)
+pub const ACL_COLUMNS: &[&str] = &[
+    "spam_alias",
+    "tls_policy",
+    "spam_score",
+    "spam_policy",
+    "delimiter_action",
+    "syncjobs",
+    "eas_reset",
+    "sogo_profile_reset",
+    "pushover",
+    "quarantine",
+    "quarantine_attachments",
+    "quarantine_notification",
+    "quarantine_category",
+    "app_passwds",
+    "pw_reset",
+];
+
+/// Template keys copied into a mailbox's `attributes` as strings ("1"/"0"),
+/// the keys mailcow's `mailbox('add')` writes (functions.mailbox.inc.php).
+pub const ATTRIBUTE_KEYS: &[&str] = &[
+    "force_pw_update",
+    "tls_enforce_in",
+    "tls_enforce_out",
+    "sogo_access",
+    "imap_access",
+    "pop3_access",
+    "smtp_access",
+    "sieve_access",
+    "quarantine_notification",
+    "quarantine_category",
+];
+
+/// `user_acl` columns mailcow sets on creation: 1 when the template's
+/// `acl_<column>` is on, else 0. (`pw_reset` is left to its default unless named.)
+pub const ACL_SET_ON_CREATE: &[&str] = &[
+    "spam_alias",
+    "tls_policy",
+    "spam_score",
+    "spam_policy",
+    "delimiter_action",
+    "syncjobs",
+    "eas_reset",
+    "sogo_profile_reset",
+    "pushover",
+    "quarantine",
+    "quarantine_attachments",
+    "quarantine_notification",
+    "quarantine_category",
+    "app_passwds",
+];
+
+/// A mailbox to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMailbox {
+    pub username: String,
+    pub local_part: String,
+    pub domain: String,
+    pub name: String,
+    pub attributes: Map<String, Value>,
+    pub active: i64,
+    /// Template quota in bytes; 0 = the domain's default quota.
+    pub template_quota: u64,
+    pub acl: Vec<(String, bool)>,
+    pub tags: Vec<String>,
+    pub template: String,
+}
+
+impl NewMailbox {
+    pub fn attributes_json(&self) -> String {
+        Value::Object(self.attributes.clone()).to_string()
+    }
+}
+
+/// Changes to an existing `ldap` mailbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailboxUpdate {
+    pub username: String,
+    pub name: String,
+    pub quota: u64,
+    pub attributes: Map<String, Value>,
+    /// `None`: leave the ACL as it is (only the name changed).
+    pub acl: Option<Vec<(String, bool)>>,
+    pub tags: Option<Vec<String>>,
+}
+
+impl MailboxUpdate {
+    pub fn attributes_json(&self) -> String {
+        Value::Object(self.attributes.clone()).to_string()
+    }
+}
+
+/// The marker that tells "template changed since this mailbox was last set
+/// from it", computed exactly as mailcow does so both tools agree:
+/// `sha1(json_encode($template['attributes']))` in PHP, where the argument is
+/// the column's *text*, so the hash covers that text encoded as a JSON string
+/// literal with PHP's default escaping (functions.mailbox.inc.php,
+/// `mailbox_from_template`).
+pub fn template_hash(template_text: &str) -> String {
+    let digest = Sha1::digest(php_json_string(template_text).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// PHP's `json_encode($string)` with default flags: quotes, `\\`, `\/`,
+/// short escapes for control characters, and every non-ASCII character as
+/// lower-case `\uXXXX` (UTF-16, surrogate pairs above U+FFFF).
+pub fn php_json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\/"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7f => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A template value as mailcow's flag strings: true/1 -> "1", false/0 -> "0".
+fn flag_string(v: &Value) -> String {
+    match v {
+        Value::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_i64().unwrap_or(0) != 0,
+        Value::String(s) => !matches!(s.as_str(), "" | "0" | "false"),
+        _ => false,
+    }
+}
+
+/// Template quota in bytes (0 = default / unlimited).
+pub fn template_quota(t: &Template) -> u64 {
+    match t.attributes.get("quota") {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The ACL a template grants: every column mailcow sets (off unless the
+/// template's `acl_<column>` is on), plus `pw_reset` when the template names it.
+pub fn template_acl(t: &Template) -> Vec<(String, bool)> {
+    let on = |c: &str| t.attributes.get(&format!("acl_{c}")).is_some_and(truthy);
+    let mut acl: Vec<(String, bool)> = ACL_SET_ON_CREATE
+        .iter()
+        .map(|c| ((*c).to_owned(), on(c)))
+        .collect();
+    if t.attributes.contains_key("acl_pw_reset") {
+        acl.push(("pw_reset".to_owned(), on("pw_reset")));
+    }
+    acl
+}
+
+pub fn template_tags(t: &Template) -> Vec<String> {
+    match t.attributes.get("tags") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| {
+                v.as_str()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `attributes` JSON of a mailbox set from `t`, keeping `keep` (the
+/// existing mailbox's attributes) for keys the template does not decide.
+pub fn mailbox_attributes(
+    t: &Template,
+    keep: Option<&Map<String, Value>>,
+    now: &str,
+) -> Map<String, Value> {
+    let mut a = keep.cloned().unwrap_or_default();
+    for key in ATTRIBUTE_KEYS {
+        if let Some(v) = t.attributes.get(*key) {
+            a.insert((*key).to_owned(), Value::String(flag_string(v)));
+        }
+    }
+    a.entry("mailbox_format")
+        .or_insert_with(|| Value::String("maildir:".into()));
+    a.entry("relayhost")
+        .or_insert_with(|| Value::String("0".into()));
+    a.entry("passwd_update")
+        .or_insert_with(|| Value::String(now.to_owned()));
+    a.insert(
+        "attribute_hash".into(),
+        Value::String(template_hash(&t.text)),
+    );
+    a
+}
+
+/// The display name from the entry: displayName, else cn, else the local part.
+pub fn display_name(entry: &UserEntry, address: &str) -> String {
+    entry
+        .first("displayName")
+        .or_else(|| entry.first("cn"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| address.split('@').next().unwrap_or(address).to_owned())
+}
+
+/// Lower-case an address and convert its domain to ASCII (IDNA).
+pub fn normalize_address(addr: &str) -> Result<String, Failure> {
+    let addr = addr.trim().to_lowercase();
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return Err(Failure::Denied(format!("\"{addr}\" is not a mail address")));
+    };
+    if local.is_empty() || domain.is_empty() {
+        return Err(Failure::Denied(format!("\"{addr}\" is not a mail address")));
+    }
+    let ascii = idna::domain_to_ascii(domain)
+        .map_err(|_| Failure::Denied(format!("\"{domain}\" is not a valid domain name")))?;
+    Ok(format!("{local}@{ascii}"))
+}
+
+/// The login as a mailbox name, if it looks like an address (used to look up
+/// the mailbox before asking the directory).
+pub fn login_as_address(login: &str) -> Option<String> {
+    login
+        .contains('@')
+        .then(|| normalize_address(login).ok())
+        .flatten()
+}
+
+/// The mailbox address of a directory entry: `mail_field`'s first value, else
+/// the `username_field` value equal to the login (ignoring case).
+pub fn canonical_address(cfg: &Config, entry: &UserEntry, login: &str) -> Result<String, Failure> {
+    let raw = match &cfg.provisioning.mail_field {
+        Some(f) => entry.first(f).map(str::to_owned).ok_or_else(|| {
+            Failure::Denied(format!(
+                "the entry has no {f} (provisioning.mail_field): no mailbox address"
+            ))
+        })?,
+        None => entry
+            .values(&cfg.ldap.username_field)
+            .iter()
+            .find(|v| v.to_lowercase() == login.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| login.to_owned()),
+    };
+    normalize_address(&raw).map_err(|_| {
+        Failure::Denied(format!(
+            "\"{raw}\" is not a mail address: set provisioning.mail_field to the attribute holding the address"
+        ))
+    })
+}
+
+/// Whether `service` may be used by the mailbox: `<service>_access` "0" refuses it.
+pub fn service_allowed(row: &MailboxRow, service: Option<&str>) -> Result<(), Failure> {
+    let flag = match service {
+        Some("imap") => "imap_access",
+        Some("pop3") => "pop3_access",
+        Some("sieve" | "managesieve") => "sieve_access",
+        Some("smtp" | "submission") => "smtp_access",
+        _ => return Ok(()),
+    };
+    match row.attr(flag).as_deref() {
+        Some("0") => Err(Failure::Denied(format!("{flag} is off for this mailbox"))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a login may proceed for an existing mailbox (active, domain active, service).
+pub fn login_allowed(row: &MailboxRow, service: Option<&str>) -> Result<(), Failure> {
+    if !row.is_active() {
+        return Err(Failure::Denied("mailbox is inactive".into()));
+    }
+    match row.domain_active {
+        None => {
+            return Err(Failure::Denied(format!(
+                "domain {} does not exist",
+                row.domain
+            )))
+        }
+        Some(false) => {
+            return Err(Failure::Denied(format!(
+                "domain {} is inactive",
+                row.domain
+            )))
+        }
+        Some(true) => {}
+    }
+    service_allowed(row, service)
+}
+
+/// The quota (bytes) a new mailbox gets in the locked domain, or why it can't be created.
+pub fn check_domain_room(
+    domain: &str,
+    template_quota: u64,
+    d: Option<&DomainRow>,
+) -> Result<u64, Failure> {
+    let Some(d) = d else {
+        return Err(Failure::Denied(format!(
+            "domain {domain} does not exist in mailcow: add it first"
+        )));
+    };
+    if !d.active {
+        return Err(Failure::Denied(format!("domain {domain} is inactive")));
+    }
+    if d.mailbox_count >= d.max_mailboxes {
+        return Err(Failure::Denied(format!(
+            "domain {domain} has reached its \"Max. possible mailboxes\" ({})",
+            d.max_mailboxes
+        )));
+    }
+    let quota = if template_quota == 0 {
+        d.defquota_mib * MIB
+    } else {
+        template_quota
+    };
+    if quota == 0 {
+        return Err(Failure::Denied(format!(
+            "the template asks for an unlimited quota, which domain {domain} does not allow"
+        )));
+    }
+    if quota > d.maxquota_mib * MIB {
+        return Err(Failure::Denied(format!(
+            "quota {} MiB is above domain {domain}'s per-mailbox maximum of {} MiB",
+            quota / MIB,
+            d.maxquota_mib
+        )));
+    }
+    let left = (d.quota_mib * MIB).saturating_sub(d.quota_used_bytes);
+    if quota > left {
+        return Err(Failure::Denied(format!(
+            "quota {} MiB is more than the {} MiB left of domain {domain}'s \"Domain quota\"",
+            quota / MIB,
+            left / MIB
+        )));
+    }
+    Ok(quota)
+}
+
+/// A new mailbox for `address` from template `t`.
+pub fn new_mailbox(address: &str, name: &str, t: &Template, now: &str) -> NewMailbox {
+    let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+    let active = match t.attributes.get("active") {
+        Some(v) if !truthy(v) => 0,
+        _ => 1,
+    };
+    NewMailbox {
+        username: address.to_owned(),
+        local_part: local.to_owned(),
+        domain: domain.to_owned(),
+        name: name.to_owned(),
+        attributes: mailbox_attributes(t, None, now),
+        active,
+        template_quota: template_quota(t),
+        acl: template_acl(t),
+        tags: template_tags(t),
+        template: t.name.clone(),
+    }
+}
+
+/// What an existing `ldap` mailbox needs: `None` when nothing changed.
+/// `template` is the mapped template (if a mapping matched and it exists).
+pub fn plan_update(
+    row: &MailboxRow,
+    name: &str,
+    template: Option<&Template>,
+    now: &str,
+) -> Option<MailboxUpdate> {
+    let template_changed = template.is_some_and(|t| {
+        row.attr("attribute_hash").as_deref() != Some(template_hash(&t.text).as_str())
+    });
+    let name_changed = row.name != name;
+    if !template_changed && !name_changed {
+        return None;
+    }
+    Some(match template.filter(|_| template_changed) {
+        Some(t) => MailboxUpdate {
+            username: row.username.clone(),
+            name: name.to_owned(),
+            quota: match template_quota(t) {
+                0 => row.quota,
+                q => q,
+            },
+            attributes: mailbox_attributes(t, Some(&row.attributes), now),
+            acl: Some(template_acl(t)),
+            tags: Some(template_tags(t)),
+        },
+        None => MailboxUpdate {
+            username: row.username.clone(),
+            name: name.to_owned(),
+            quota: row.quota,
+            attributes: row.attributes.clone(),
+            acl: None,
+            tags: None,
+        },
+    })
+}
+
+/// Current UTC time as `YYYY-MM-DD HH:MM:SS`, the format mailcow stores.
+pub fn sql_datetime(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(text: &str) -> Template {
+        Template {
+            name: "T".into(),
+            text: text.into(),
+            attributes: serde_json::from_str(text).unwrap(),
+        }
+    }
+
+    fn domain(count: i64, used_mib: u64) -> DomainRow {
+        DomainRow {
+            domain: "ex.org".into(),
+            active: true,
+            max_mailboxes: 10,
+            defquota_mib: 100,
+            maxquota_mib: 1000,
+            quota_mib: 2000,
+            mailbox_count: count,
+            quota_used_bytes: used_mib * MIB,
+        }
+    }
+
+    #[test]
+    fn php_json_encoding_of_the_template_text() {
+        assert_eq!(php_json_string(r#"{"a":"b/c"}"#), r#""{\"a\":\"b\/c\"}""#);
+        assert_eq!(
+            php_json_string("é€😀\n\u{1}"),
+            r#""\u00e9\u20ac\ud83d\ude00\n\u0001""#
+        );
+        assert_eq!(php_json_string("a\\b"), r#""a\\b""#);
+    }
+
+    #[test]
+    fn hash_matches_php() {
+        // Known answer, computed independently as
+        // sha1(b'"{\\"quota\\":0,\\"a\\":\\"x\\/y\\"}"'), i.e. PHP's
+        // sha1(json_encode('{"quota":0,"a":"x/y"}')).
+        assert_eq!(
+            template_hash(r#"{"quota":0,"a":"x/y"}"#),
+            "222000a0d1275710d77199890b6b5e4c6ab0869a"
+        );
+    }
+
+    #[test]
+    fn attributes_from_template() {
+        let t = template(
+            r#"{"quota":1073741824,"imap_access":1,"pop3_access":0,"acl_spam_alias":1,"acl_syncjobs":0,"acl_bogus":1,"tags":["a"," b",""],"active":1}"#,
+        );
+        let a = mailbox_attributes(&t, None, "2026-01-01 00:00:00");
+        assert_eq!(a["imap_access"], "1");
+        assert_eq!(a["pop3_access"], "0");
+        assert_eq!(a["mailbox_format"], "maildir:");
+        assert_eq!(a["attribute_hash"], Value::String(template_hash(&t.text)));
+        assert_eq!(template_quota(&t), 1_073_741_824);
+        let acl = template_acl(&t);
+        assert_eq!(acl.len(), ACL_SET_ON_CREATE.len());
+        assert!(acl.contains(&("spam_alias".into(), true)));
+        assert!(acl.contains(&("syncjobs".into(), false)));
+        assert!(
+            acl.contains(&("pushover".into(), false)),
+            "unnamed columns are off, as in mailcow"
+        );
+        assert!(!acl.iter().any(|(c, _)| c == "bogus" || c == "pw_reset"));
+        assert_eq!(template_tags(&t), vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(new_mailbox("jo@ex.org", "Jo", &t, "now").active, 1);
+        assert_eq!(
+            new_mailbox("jo@ex.org", "Jo", &template(r#"{"active":"0"}"#), "now").active,
+            0
+        );
+    }
+
+    #[test]
+    fn domain_room_checks() {
+        assert_eq!(
+            check_domain_room("ex.org", 0, Some(&domain(0, 0))).unwrap(),
+            100 * MIB
+        );
+        assert_eq!(
+            check_domain_room("ex.org", 5 * MIB, Some(&domain(9, 0))).unwrap(),
+            5 * MIB
+        );
+        assert!(check_domain_room("ex.org", 0, None)
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+        assert!(check_domain_room("ex.org", 0, Some(&domain(10, 0)))
+            .unwrap_err()
+            .to_string()
+            .contains("Max. possible"));
+        assert!(check_domain_room("ex.org", 1001 * MIB, Some(&domain(0, 0)))
+            .unwrap_err()
+            .to_string()
+            .contains("maximum"));
+        assert!(
+            check_domain_room("ex.org", 500 * MIB, Some(&domain(1, 1600)))
+                .unwrap_err()
+                .to_string()
+                .contains("left")
+        );
+        assert!(check_domain_room("ex.org", 400 * MIB, Some(&domain(1, 1600))).is_ok());
+        let mut inactive = domain(0, 0);
+        inactive.active = false;
+        assert!(check_domain_room("ex.org", 0, Some(&inactive))
+            .unwrap_err()
+            .to_string()
+            .contains("inactive"));
+    }
+
+    #[test]
+    fn addresses_are_normalised() {
+        assert_eq!(normalize_address("Jo@Ex.ORG").unwrap(), "jo@ex.org");
+        assert_eq!(
+            normalize_address("jo@bücher.de").unwrap(),
+            "jo@xn--bcher-kva.de"
+        );
+        assert!(normalize_address("jo").is_err());
+        assert!(normalize_address("@ex.org").is_err());
+        assert_eq!(login_as_address("JO@ex.org").as_deref(), Some("jo@ex.org"));
+        assert_eq!(login_as_address("jo"), None);
+    }
+
+    #[test]
+    fn update_planning() {
+        let t = template(r#"{"quota":2048,"imap_access":1}"#);
+        let mut row = MailboxRow {
+            username: "jo@ex.org".into(),
+            name: "Jo".into(),
+            domain: "ex.org".into(),
+            active: 1,
+            authsource: "ldap".into(),
+            quota: 1024,
+            attributes: mailbox_attributes(&t, None, "then"),
+            domain_active: Some(true),
+        };
+        assert_eq!(plan_update(&row, "Jo", Some(&t), "now"), None);
+        let u = plan_update(&row, "Jo Doe", Some(&t), "now").unwrap();
+        assert_eq!(
+            (u.name.as_str(), u.quota, u.acl.is_none()),
+            ("Jo Doe", 1024, true)
+        );
+        let t2 = template(r#"{"quota":4096,"imap_access":0}"#);
+        let u = plan_update(&row, "Jo", Some(&t2), "now").unwrap();
+        assert_eq!(u.quota, 4096);
+        assert_eq!(u.attributes["imap_access"], "0");
+        assert_eq!(
+            u.attributes["passwd_update"], "then",
+            "kept from the mailbox"
+        );
+        row.attributes = u.attributes;
+        assert_eq!(plan_update(&row, "Jo", Some(&t2), "now"), None);
+    }
+
+    #[test]
+    fn service_flags() {
+        let mut row = MailboxRow {
+            username: "a@b".into(),
+            name: String::new(),
+            domain: "b".into(),
+            active: 1,
+            authsource: "ldap".into(),
+            quota: 0,
+            attributes: serde_json::from_str(r#"{"pop3_access":"0","smtp_access":"1"}"#).unwrap(),
+            domain_active: Some(true),
+        };
+        assert!(login_allowed(&row, Some("imap")).is_ok());
+        assert!(login_allowed(&row, Some("pop3")).is_err());
+        assert!(login_allowed(&row, Some("submission")).is_ok());
+        assert!(login_allowed(&row, Some("lmtp")).is_ok());
+        row.active = 2;
+        assert!(login_allowed(&row, Some("imap")).is_ok());
+        row.active = 0;
+        assert!(login_allowed(&row, Some("imap")).is_err());
+        row.active = 1;
+        row.domain_active = Some(false);
+        assert!(login_allowed(&row, None).is_err());
+    }
+
+    #[test]
+    fn datetime_format() {
+        assert_eq!(sql_datetime(0), "1970-01-01 00:00:00");
+        assert_eq!(sql_datetime(1_798_761_599), "2026-12-31 23:59:59");
+    }
+}
