@@ -26,6 +26,8 @@ pub struct Request {
     /// Dovecot's `SERVICE` (imap, pop3, sieve, smtp, ...), lower-cased.
     pub service: Option<String>,
     pub remote_ip: Option<String>,
+    /// Decide as usual but write nothing to the database (`test --dry-run`).
+    pub dry_run: bool,
 }
 
 /// The userdb fields handed back to Dovecot.
@@ -255,12 +257,13 @@ fn decide_inner(
         Some(row) if !row.is_ldap() => return Err(Failure::Denied("not an LDAP mailbox".into())),
         Some(row) => {
             provision::login_allowed(&row, req.service.as_deref())?;
-            if update_existing(cfg, store, &row, entry, trace)? {
+            if update_existing(cfg, store, &row, entry, req.dry_run, trace)? {
                 store.mailbox(&address)?.ok_or(Failure::UnknownUser)?
             } else {
                 row
             }
         }
+        None if req.dry_run => return create_new_dry_run(cfg, store, entry, &address, trace),
         None => create_new(cfg, store, entry, &address, trace)?,
     };
     provision::login_allowed(&row, req.service.as_deref())?;
@@ -289,6 +292,7 @@ fn update_existing(
     store: &mut Store,
     row: &MailboxRow,
     entry: &UserEntry,
+    dry_run: bool,
     trace: &mut dyn Trace,
 ) -> Result<bool, Failure> {
     let template = mapped_template(cfg, store, entry)?;
@@ -309,6 +313,15 @@ fn update_existing(
                     "display name changed"
                 }
             ));
+            if dry_run {
+                trace.step(&format!(
+                    "dry run: would set name \"{}\", quota {} bytes, attributes {}",
+                    upd.name,
+                    upd.quota,
+                    upd.attributes_json()
+                ));
+                return Ok(false);
+            }
             store.update_mailbox(&upd)?;
             log::info(&format!(
                 "mailbox {} updated from the directory",
@@ -317,6 +330,55 @@ fn update_existing(
             Ok(true)
         }
     }
+}
+
+/// The template a new mailbox would get, or why there is none.
+fn template_for_new(
+    cfg: &Config,
+    store: &mut Store,
+    entry: &UserEntry,
+) -> Result<Template, Failure> {
+    if !cfg.provisioning.login_provisioning {
+        return Err(Failure::Denied(
+            "no mailbox, and provisioning.login_provisioning is off".into(),
+        ));
+    }
+    let (name, _) = choose_template(cfg, entry).ok_or_else(|| {
+        Failure::Denied("no attribute mapping matched and no default_template is set".into())
+    })?;
+    store.template(name)?.ok_or_else(|| {
+        Failure::Denied(format!(
+            "mailbox template \"{name}\" does not exist in mailcow"
+        ))
+    })
+}
+
+/// What a first login would create, checked against the domain, written nowhere.
+fn create_new_dry_run(
+    cfg: &Config,
+    store: &mut Store,
+    entry: &UserEntry,
+    address: &str,
+    trace: &mut dyn Trace,
+) -> Result<Accepted, Failure> {
+    let template = template_for_new(cfg, store, entry)?;
+    let new = provision::new_mailbox(
+        address,
+        &provision::display_name(entry, address),
+        &template,
+        &provision::sql_datetime(unix_now()),
+    );
+    let domain = store.domain(&new.domain)?;
+    let quota = provision::check_domain_room(&new.domain, new.template_quota, domain.as_ref())?;
+    trace.step(&format!(
+        "dry run: would create mailbox {address} (name \"{}\", template \"{}\", quota {quota} bytes, active {}), \
+         its alias, quota2/quota2replica rows, user_acl {:?}, tags {:?}",
+        new.name, template.name, new.active, new.acl, new.tags
+    ));
+    Ok(Accepted {
+        fields: fields(cfg, address, Some(quota)),
+        user: address.to_owned(),
+    })
 }
 
 /// Create the mailbox of a user who logs in for the first time.

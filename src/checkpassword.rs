@@ -170,6 +170,7 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
         kind: ctx.kind,
         service: ctx.service.clone(),
         remote_ip: ctx.remote_ip.clone(),
+        dry_run: false,
     };
     let decision = auth::decide(
         &cfg,

@@ -15,7 +15,9 @@ Usage: mailcow-ldap-auth [-c FILE] COMMAND [ARGS]
 
 Commands:
   checkpassword REPLY [ARGS...]  Dovecot checkpassword passdb/userdb (credentials on fd 3)
-  test [--lookup] USER           Try one login step by step (password from a prompt or stdin)
+  test [--lookup] [--dry-run] USER
+                                 Try one login step by step (password from a prompt or
+                                 stdin); --dry-run writes nothing to the database
   connection-test                Check every LDAP host: DNS, TCP, TLS, service bind, base DN, filter
 
 Options:
@@ -30,8 +32,14 @@ Exit status of checkpassword: reply program's (0, or 2 for lookups) on success,
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Checkpassword { reply: Vec<OsString> },
-    Test { user: String, lookup: bool },
+    Checkpassword {
+        reply: Vec<OsString>,
+    },
+    Test {
+        user: String,
+        lookup: bool,
+        dry_run: bool,
+    },
     ConnectionTest,
     Help,
     Version,
@@ -84,9 +92,11 @@ fn parse_test(p: &mut lexopt::Parser) -> Result<Command, String> {
     use lexopt::prelude::*;
     let mut user = None;
     let mut lookup = false;
+    let mut dry_run = false;
     while let Some(a) = p.next().map_err(|e| e.to_string())? {
         match a {
             Long("lookup") => lookup = true,
+            Long("dry-run") => dry_run = true,
             Value(v) if user.is_none() => {
                 user = Some(v.string().map_err(|_| "USER is not UTF-8".to_owned())?)
             }
@@ -96,7 +106,11 @@ fn parse_test(p: &mut lexopt::Parser) -> Result<Command, String> {
     let user = user.ok_or(
         "test needs a USER (the password is asked for, never taken from the command line)",
     )?;
-    Ok(Command::Test { user, lookup })
+    Ok(Command::Test {
+        user,
+        lookup,
+        dry_run,
+    })
 }
 
 fn no_more(p: &mut lexopt::Parser) -> Result<(), String> {
@@ -131,9 +145,13 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Checkpassword { reply } => crate::checkpassword::run(&path, &reply),
-        Command::Test { user, lookup } => {
-            with_config(&path, |cfg| diagnose::test_user(cfg, &user, lookup))
-        }
+        Command::Test {
+            user,
+            lookup,
+            dry_run,
+        } => with_config(&path, |cfg| {
+            diagnose::test_user(cfg, &user, lookup, dry_run)
+        }),
         Command::ConnectionTest => with_config(&path, diagnose::connection_test),
     }
 }
@@ -141,8 +159,9 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
 /// Load the configuration for an admin command; a bad one is printed and exits 111
 /// (what checkpassword would answer with it).
 fn with_config(path: &std::path::Path, f: impl FnOnce(&config::Config) -> ExitCode) -> ExitCode {
-    match config::load(path) {
-        Ok(cfg) => {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    match crate::mailcow::load_config(path, deadline) {
+        Ok((cfg, _)) => {
             crate::log::init(config::LogTarget::Stderr);
             f(&cfg)
         }
@@ -186,14 +205,24 @@ mod tests {
             p(&["test", "jo"]).unwrap().command,
             Command::Test {
                 user: "jo".into(),
-                lookup: false
+                lookup: false,
+                dry_run: false
             }
         );
         assert_eq!(
             p(&["test", "--lookup", "jo"]).unwrap().command,
             Command::Test {
                 user: "jo".into(),
-                lookup: true
+                lookup: true,
+                dry_run: false
+            }
+        );
+        assert_eq!(
+            p(&["test", "--dry-run", "jo"]).unwrap().command,
+            Command::Test {
+                user: "jo".into(),
+                lookup: false,
+                dry_run: true
             }
         );
         assert!(p(&["test", "jo", "secret"]).is_err());

@@ -5,7 +5,9 @@
 use crate::auth::{self, Request};
 use crate::config::{Config, Host, TlsMode};
 use crate::directory::{explain, rc, user_filter, Directory, Trace};
+use crate::mailcow::Store;
 use crate::outcome::{Failure, RequestKind, Verdict};
+use crate::provision;
 use crate::secret::Secret;
 use crate::tls;
 use ldap3::{Scope, SearchEntry, SearchOptions};
@@ -62,8 +64,9 @@ fn describe_config(cfg: &Config) {
     );
 }
 
-/// `test USER`: run one login as checkpassword would, printing every step.
-pub fn test_user(cfg: &Config, login: &str, lookup_only: bool) -> ExitCode {
+/// `test USER`: run one login as checkpassword would, printing every step,
+/// then the seed's troubleshooting checks.
+pub fn test_user(cfg: &Config, login: &str, lookup_only: bool, dry_run: bool) -> ExitCode {
     describe_config(cfg);
     let (kind, password) = if lookup_only {
         (RequestKind::Lookup, None)
@@ -80,12 +83,23 @@ pub fn test_user(cfg: &Config, login: &str, lookup_only: bool) -> ExitCode {
         login: login.to_owned(),
         password,
         kind,
-        service: std::env::var("SERVICE").ok(),
+        service: std::env::var("SERVICE")
+            .ok()
+            .map(|s| s.to_ascii_lowercase()),
         remote_ip: None,
+        dry_run,
     };
-    println!("login {login}:");
+    println!(
+        "login {login}{}:",
+        if dry_run {
+            " (dry run: nothing is written)"
+        } else {
+            ""
+        }
+    );
     let started = Instant::now();
     let decision = auth::decide(cfg, None, &req, started + cfg.login_timeout, &mut Printer);
+    let ms = started.elapsed().as_millis();
     if let Some(entry) = &decision.entry {
         match &cfg.ldap.attribute_field {
             None => println!("  attribute field: not configured (ldap.attribute_field)"),
@@ -98,17 +112,10 @@ pub fn test_user(cfg: &Config, login: &str, lookup_only: bool) -> ExitCode {
                 }
             }
         }
-        match auth::choose_template(cfg, entry) {
-            Some((t, Some(v))) => println!("  template: \"{t}\" (mapped from value \"{v}\")"),
-            Some((t, None)) => {
-                println!("  template: \"{t}\" (provisioning.default_template: no mapping matched)")
-            }
-            None => println!(
-                "  template: none - no attribute_mapping matches and no default_template is set"
-            ),
-        }
     }
-    let ms = started.elapsed().as_millis();
+    if cfg.database.is_some() {
+        troubleshoot(cfg, login, &decision);
+    }
     let verdict = match &decision.result {
         Ok(acc) => {
             println!("RESULT: accepted as {} ({ms} ms)", acc.user);
@@ -132,6 +139,157 @@ pub fn test_user(cfg: &Config, login: &str, lookup_only: bool) -> ExitCode {
     };
     println!("exit status as checkpassword: {code}");
     ExitCode::from(code)
+}
+
+/// The seed's four troubleshooting checks, each with a verdict line.
+fn troubleshoot(cfg: &Config, login: &str, decision: &auth::Decision) {
+    let Some(db) = &cfg.database else { return };
+    println!("troubleshooting:");
+    let mut c = Checklist { ok: true };
+    let mut store = match Store::connect(db, Instant::now() + cfg.login_timeout) {
+        Ok(s) => s,
+        Err(f) => {
+            c.fail(
+                &format!("database: {f}"),
+                "check the [database] section and that MariaDB is reachable",
+            );
+            return;
+        }
+    };
+    // 4. The LDAP filter lets the user through.
+    let entry = match &decision.entry {
+        Some(e) => {
+            c.pass("LDAP filter: the user's entry passes the filter");
+            e.clone()
+        }
+        None => {
+            filter_check(cfg, login, &mut c);
+            return;
+        }
+    };
+    // 1. The user's mail domain exists (and is active).
+    let address = match provision::canonical_address(cfg, &entry, login) {
+        Ok(a) => a,
+        Err(f) => {
+            c.fail(
+                &format!("mailbox address: {f}"),
+                "set provisioning.mail_field to the attribute holding the address",
+            );
+            return;
+        }
+    };
+    let domain_name = address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_default();
+    let domain = match store.domain(&domain_name) {
+        Ok(d) => d,
+        Err(f) => return c.fail(&format!("database: {f}"), "check the database"),
+    };
+    match &domain {
+        None => c.fail(
+            &format!("mail domain {domain_name}: does not exist in mailcow"),
+            "add the domain in mailcow (E-Mail > Configuration > Domains)",
+        ),
+        Some(d) if !d.active => c.fail(
+            &format!("mail domain {domain_name}: inactive"),
+            "activate the domain in mailcow",
+        ),
+        Some(_) => c.pass(&format!("mail domain {domain_name}: exists and is active")),
+    }
+    // 3. An attribute mapping matches.
+    let field = cfg
+        .ldap
+        .attribute_field
+        .as_deref()
+        .unwrap_or("(ldap.attribute_field not set)");
+    let values = cfg
+        .ldap
+        .attribute_field
+        .as_deref()
+        .map(|f| entry.values(f).join(", "))
+        .unwrap_or_default();
+    let template = auth::choose_template(cfg, &entry);
+    match template {
+        Some((t, Some(v))) => c.pass(&format!("attribute mapping: {field} = [{values}]: \"{v}\" maps to template \"{t}\"")),
+        Some((t, None)) => c.pass(&format!("attribute mapping: {field} = [{values}]: no mapping matched, default template \"{t}\"")),
+        None => c.fail(
+            &format!("attribute mapping: {field} = [{values}]: no mapping matches and no default_template"),
+            "add an [[attribute_mapping]] for one of these values, or set provisioning.default_template",
+        ),
+    }
+    if let Some((t, _)) = template {
+        match store.template(t) {
+            Ok(Some(_)) => {}
+            Ok(None) => c.fail(
+                &format!("template \"{t}\" does not exist in mailcow"),
+                "create it in mailcow, or fix the mapping",
+            ),
+            Err(f) => c.fail(&format!("database: {f}"), "check the database"),
+        }
+    }
+    // 2. "Max. possible mailboxes" and "Domain quota" leave room.
+    match store.mailbox(&address) {
+        Ok(Some(row)) => c.note(&format!(
+            "mailbox {address} exists (authsource {}, active {}, quota {} MiB): domain limits apply to new mailboxes only",
+            row.authsource,
+            row.active,
+            row.quota / provision::MIB
+        )),
+        Ok(None) => {
+            let tq = template
+                .and_then(|(t, _)| store.template(t).ok().flatten())
+                .map(|t| provision::template_quota(&t))
+                .unwrap_or(0);
+            match provision::check_domain_room(&domain_name, tq, domain.as_ref()) {
+                Ok(q) => c.pass(&format!(
+                    "domain limits: room for a new mailbox of {} MiB ({} of {} mailboxes used)",
+                    q / provision::MIB,
+                    domain.as_ref().map(|d| d.mailbox_count).unwrap_or(0),
+                    domain.as_ref().map(|d| d.max_mailboxes).unwrap_or(0)
+                )),
+                Err(f) => c.fail(
+                    &format!("domain limits: {f}"),
+                    "raise the domain's \"Max. possible mailboxes\" or \"Domain quota\" in mailcow, or lower the template's quota",
+                ),
+            }
+        }
+        Err(f) => c.fail(&format!("database: {f}"), "check the database"),
+    }
+}
+
+/// When no entry was found: is it the filter that keeps the user out?
+fn filter_check(cfg: &Config, login: &str, c: &mut Checklist) {
+    if matches!(
+        cfg.ldap.filter,
+        crate::config::FilterTemplate::And { extra: None }
+    ) {
+        c.fail(
+            "LDAP filter: no filter set, and no entry has this login",
+            "check ldap.username_field and ldap.base_dn",
+        );
+        return;
+    }
+    let mut plain = cfg.ldap.clone();
+    plain.filter = crate::config::FilterTemplate::And { extra: None };
+    let mut dir = Directory::new(&plain, &cfg.state_dir, Instant::now() + cfg.login_timeout);
+    let attrs = [plain.username_field.as_str()];
+    match dir.find_user(login, None, &attrs, &mut crate::directory::Silent) {
+        Ok(found) => c.fail(
+            &format!(
+                "LDAP filter: {} has this login but does not pass ldap.filter \"{}\"",
+                found.entry.dn, cfg.ldap.filter_text
+            ),
+            "widen ldap.filter if this user should log in",
+        ),
+        Err(_) => c.fail(
+            &format!(
+                "LDAP filter: no entry has {}={login}, with or without the filter",
+                cfg.ldap.username_field
+            ),
+            "check ldap.username_field and ldap.base_dn",
+        ),
+    }
 }
 
 fn failure_hint(f: &Failure) -> Option<&'static str> {
@@ -184,6 +342,12 @@ pub fn connection_test(cfg: &Config) -> ExitCode {
         if check_host(cfg, host) {
             good_hosts += 1;
         }
+    }
+    if cfg.database.is_some() && !check_database(cfg) {
+        println!(
+            "RESULT: the database check failed: logins will fail with a temporary error (111)"
+        );
+        return ExitCode::from(1);
     }
     if good_hosts > 0 {
         println!(
@@ -367,6 +531,82 @@ fn check_host(cfg: &Config, host: &Host) -> bool {
     }
     let _ = conn.unbind();
     c.ok
+}
+
+/// The database: connection, and every template the configuration names.
+fn check_database(cfg: &Config) -> bool {
+    let Some(db) = &cfg.database else { return true };
+    println!("database:");
+    let mut c = Checklist { ok: true };
+    let mut store = match Store::connect(db, Instant::now() + cfg.login_timeout) {
+        Ok(s) => {
+            c.pass(&format!(
+                "connected to {} as {}{}",
+                db_label(db),
+                db.user,
+                if db.tls { " over TLS (verified)" } else { "" }
+            ));
+            s
+        }
+        Err(f) => {
+            c.fail(&f.to_string(), "check the [database] section, that MariaDB runs and accepts this user from this host");
+            return false;
+        }
+    };
+    let names = match store.template_names() {
+        Ok(n) => n,
+        Err(f) => {
+            c.fail(
+                &f.to_string(),
+                "is this mailcow's database? (database.name)",
+            );
+            return false;
+        }
+    };
+    c.note(&format!(
+        "mailbox templates in mailcow: {}",
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    ));
+    let named = cfg
+        .mappings
+        .iter()
+        .map(|m| {
+            (
+                format!("attribute_mapping \"{}\"", m.attribute),
+                m.template.as_str(),
+            )
+        })
+        .chain(
+            cfg.provisioning
+                .default_template
+                .as_deref()
+                .map(|t| ("default_template".to_owned(), t)),
+        );
+    for (what, template) in named {
+        if names.iter().any(|n| n == template) {
+            c.pass(&format!("{what} -> template \"{template}\" exists"));
+        } else {
+            c.fail(
+                &format!("{what} -> template \"{template}\" does not exist"),
+                "create the mailbox template in mailcow (E-Mail > Configuration > Templates) or fix the name",
+            );
+        }
+    }
+    if cfg.mappings.is_empty() && cfg.provisioning.default_template.is_none() {
+        c.note("no attribute_mapping and no default_template: existing mailboxes can log in, none is created");
+    }
+    c.ok
+}
+
+fn db_label(db: &crate::config::DatabaseConfig) -> String {
+    match &db.address {
+        crate::config::DbAddress::Tcp { host, port } => format!("{host}:{port}/{}", db.name),
+        crate::config::DbAddress::Socket(p) => format!("{}/{}", p.display(), db.name),
+    }
 }
 
 /// After a verification failure, show what the server presents, so the admin
