@@ -236,7 +236,9 @@ fn decide_inner(
 
     let attrs = wanted_attributes(cfg);
     let mut dir = Directory::new(&cfg.ldap, &cfg.state_dir, deadline);
-    let Found { entry, host: h } = dir.find_user(&req.login, password, &attrs, trace)?;
+    let found = dir.find_user(&req.login, password, &attrs, trace);
+    *host = dir.answered_by.as_ref().map(|h| h.label());
+    let Found { entry, host: h } = found?;
     *host = Some(h.label());
     let entry = &*found_entry.insert(entry);
 

@@ -18,7 +18,10 @@ Commands:
   test [--lookup] [--dry-run] USER
                                  Try one login step by step (password from a prompt or
                                  stdin); --dry-run writes nothing to the database
-  connection-test                Check every LDAP host: DNS, TCP, TLS, service bind, base DN, filter
+  connection-test                Check every LDAP host: DNS, TCP, TLS, service bind, base DN,
+                                 filter; and the database and templates when configured
+  sync [--dry-run] [--force]     Import users and sync mailboxes from the directory (run it from
+                                 a timer; it decides itself when a run is due)
 
 Options:
   -c, --config FILE  Configuration file (default /etc/mailcow-ldap-auth/config.toml,
@@ -41,6 +44,10 @@ pub enum Command {
         dry_run: bool,
     },
     ConnectionTest,
+    Sync {
+        dry_run: bool,
+        force: bool,
+    },
     Help,
     Version,
 }
@@ -77,6 +84,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, String> {
                         no_more(&mut p)?;
                         Command::ConnectionTest
                     }
+                    "sync" => parse_sync(&mut p)?,
                     "help" => Command::Help,
                     other => return Err(format!("unknown command \"{other}\" (see --help)")),
                 };
@@ -111,6 +119,19 @@ fn parse_test(p: &mut lexopt::Parser) -> Result<Command, String> {
         lookup,
         dry_run,
     })
+}
+
+fn parse_sync(p: &mut lexopt::Parser) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let (mut dry_run, mut force) = (false, false);
+    while let Some(a) = p.next().map_err(|e| e.to_string())? {
+        match a {
+            Long("dry-run") => dry_run = true,
+            Long("force") => force = true,
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Command::Sync { dry_run, force })
 }
 
 fn no_more(p: &mut lexopt::Parser) -> Result<(), String> {
@@ -153,6 +174,9 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             diagnose::test_user(cfg, &user, lookup, dry_run)
         }),
         Command::ConnectionTest => with_config(&path, diagnose::connection_test),
+        Command::Sync { dry_run, force } => with_config(&path, |cfg| {
+            crate::sync::run(cfg, crate::sync::Options { dry_run, force })
+        }),
     }
 }
 
@@ -235,5 +259,13 @@ mod tests {
         assert!(p(&["frobnicate"]).is_err());
         assert!(p(&["connection-test", "x"]).is_err());
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
+        assert_eq!(
+            p(&["sync", "--force"]).unwrap().command,
+            Command::Sync {
+                dry_run: false,
+                force: true
+            }
+        );
+        assert!(p(&["sync", "now"]).is_err());
     }
 }

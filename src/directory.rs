@@ -174,6 +174,8 @@ pub struct Directory<'a> {
     tls: Option<Arc<ClientConfig>>,
     health: HostHealth,
     deadline: Instant,
+    /// The host that gave the last answer (success or a final refusal), for logs.
+    pub answered_by: Option<Host>,
 }
 
 impl<'a> Directory<'a> {
@@ -185,6 +187,7 @@ impl<'a> Directory<'a> {
             tls: None,
             health: HostHealth::load(state_dir),
             deadline,
+            answered_by: None,
         }
     }
 
@@ -358,6 +361,30 @@ impl<'a> Directory<'a> {
         attrs: &[&str],
         trace: &mut dyn Trace,
     ) -> Result<Found, Failure> {
+        let (entry, host) = self.over_hosts(trace, |d, host, trace| {
+            d.try_host(host, login, password, attrs, trace)
+        })?;
+        Ok(Found { entry, host })
+    }
+
+    /// A connection bound as the service account, to the first usable host
+    /// (for the sync's paged search).
+    pub fn open_bound(&mut self, trace: &mut dyn Trace) -> Result<(LdapConn, Host), Failure> {
+        self.over_hosts(trace, |d, host, trace| {
+            let mut conn = d.connect(host)?;
+            d.service_bind(&mut conn)?;
+            trace.step(&format!("host {}: connected and bound", host.label()));
+            Ok(conn)
+        })
+    }
+
+    /// Run `attempt` on each host in health order until one gives a final
+    /// answer; remember the hosts that failed.
+    fn over_hosts<T>(
+        &mut self,
+        trace: &mut dyn Trace,
+        mut attempt: impl FnMut(&mut Self, &Host, &mut dyn Trace) -> Result<T, Attempt>,
+    ) -> Result<(T, Host), Failure> {
         let now = unix_now();
         let order = self.health.order(&self.cfg.hosts, now, self.cfg.host_retry);
         let mut failures: Vec<String> = Vec::new();
@@ -375,13 +402,10 @@ impl<'a> Directory<'a> {
                 host.label(),
                 self.cfg.tls
             ));
-            match self.try_host(host, login, password, attrs, trace) {
-                Ok(entry) => {
+            match attempt(self, host, trace) {
+                Ok(v) => {
                     self.health.mark_ok(host);
-                    result = Some(Ok(Found {
-                        entry,
-                        host: host.clone(),
-                    }));
+                    result = Some(Ok((v, host.clone())));
                     break;
                 }
                 Err(Attempt::Final(f)) => {
@@ -389,6 +413,7 @@ impl<'a> Directory<'a> {
                     if !matches!(f, Failure::Temporary(_)) {
                         self.health.mark_ok(host);
                     }
+                    self.answered_by = Some(host.clone());
                     result = Some(Err(f));
                     break;
                 }

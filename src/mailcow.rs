@@ -13,6 +13,7 @@ use crate::provision::{MailboxUpdate, NewMailbox};
 use mysql::prelude::*;
 use mysql::{params, Conn, IsolationLevel, OptsBuilder, SslOpts, TxOpts};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// MariaDB error codes this module acts on.
@@ -54,6 +55,50 @@ impl MailboxRow {
             other => other.to_string(),
         })
     }
+}
+
+/// The columns read for a mailbox: username, name, domain, active, authsource,
+/// quota, attributes, and the domain's active flag.
+type RawRow = (
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<i64>,
+);
+
+fn row_from(
+    (username, name, domain, active, authsource, quota, attrs, dact): RawRow,
+) -> MailboxRow {
+    MailboxRow {
+        username,
+        name: name.unwrap_or_default(),
+        domain,
+        active,
+        authsource: authsource.unwrap_or_else(|| "mailcow".into()),
+        quota: quota.max(0) as u64,
+        attributes: attrs
+            .and_then(|t| serde_json::from_str::<Map<String, Value>>(&t).ok())
+            .unwrap_or_default(),
+        domain_active: dact.map(|a| a == 1),
+    }
+}
+
+/// Attribute keys the sync keeps in `mailbox.attributes`.
+pub const MISSING_SINCE: &str = "ldap_missing_since";
+pub const DEACTIVATED_BY_SYNC: &str = "ldap_sync_deactivated";
+
+/// An `ldap` mailbox as the deprovisioning step sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapMailbox {
+    pub username: String,
+    pub active: i64,
+    /// Unix time the entry was first found missing, if it is.
+    pub missing_since: Option<u64>,
+    pub deactivated_by_sync: bool,
 }
 
 /// A domain's limits, as locked for a creation.
@@ -176,37 +221,14 @@ impl Store {
         q: &mut Q,
         username: &str,
     ) -> Result<Option<MailboxRow>, Failure> {
-        type Row = (
-            String,
-            Option<String>,
-            String,
-            i64,
-            Option<String>,
-            i64,
-            Option<String>,
-            Option<i64>,
-        );
-        let row: Option<Row> = q
+        let row: Option<RawRow> = q
             .exec_first(
                 "SELECT m.username, m.name, m.domain, m.active, m.authsource, m.quota, m.attributes, d.active \
                  FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain WHERE m.username = ?",
                 (username,),
             )
             .map_err(|e| db_failure("reading the mailbox", e))?;
-        Ok(row.map(
-            |(username, name, domain, active, authsource, quota, attrs, dact)| MailboxRow {
-                username,
-                name: name.unwrap_or_default(),
-                domain,
-                active,
-                authsource: authsource.unwrap_or_else(|| "mailcow".into()),
-                quota: quota.max(0) as u64,
-                attributes: attrs
-                    .and_then(|t| serde_json::from_str::<Map<String, Value>>(&t).ok())
-                    .unwrap_or_default(),
-                domain_active: dact.map(|a| a == 1),
-            },
-        ))
+        Ok(row.map(row_from))
     }
 
     /// A mailbox template by name.
@@ -452,6 +474,159 @@ impl Store {
                 Err(db_failure("updating the mailbox", e))
             }
         }
+    }
+
+    /// Every mailbox template, by name (the first of each name).
+    pub fn templates(&mut self) -> Result<HashMap<String, Template>, Failure> {
+        let rows: Vec<(String, Option<String>)> = self
+            .conn
+            .query("SELECT template, attributes FROM templates WHERE type = 'mailbox' ORDER BY id")
+            .map_err(|e| db_failure("reading templates", e))?;
+        let mut map = HashMap::new();
+        for (name, text) in rows {
+            let text = text.unwrap_or_else(|| "{}".into());
+            let attributes = serde_json::from_str(&text).unwrap_or_default();
+            map.entry(name.clone()).or_insert(Template {
+                name,
+                text,
+                attributes,
+            });
+        }
+        Ok(map)
+    }
+
+    /// The mailboxes among `usernames` that exist, by lower-cased username.
+    pub fn mailboxes(
+        &mut self,
+        usernames: &[String],
+    ) -> Result<HashMap<String, MailboxRow>, Failure> {
+        let mut out = HashMap::new();
+        for chunk in usernames.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let rows: Vec<RawRow> = self
+                .conn
+                .exec(
+                    format!(
+                        "SELECT m.username, m.name, m.domain, m.active, m.authsource, m.quota, m.attributes, d.active \
+                         FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain WHERE m.username IN ({marks})"
+                    ),
+                    chunk.to_vec(),
+                )
+                .map_err(|e| db_failure("reading mailboxes", e))?;
+            for r in rows {
+                let row = row_from(r);
+                out.insert(row.username.to_lowercase(), row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every `ldap` mailbox with its sync markers (for deprovisioning).
+    pub fn ldap_mailboxes(&mut self) -> Result<Vec<LdapMailbox>, Failure> {
+        let rows: Vec<(String, i64, Option<String>, Option<String>)> = self
+            .conn
+            .query(format!(
+                "SELECT username, active, JSON_UNQUOTE(JSON_EXTRACT(attributes, '$.{MISSING_SINCE}')), \
+                 JSON_UNQUOTE(JSON_EXTRACT(attributes, '$.{DEACTIVATED_BY_SYNC}')) FROM mailbox WHERE authsource = 'ldap'"
+            ))
+            .map_err(|e| db_failure("listing LDAP mailboxes", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(username, active, since, deact)| LdapMailbox {
+                username,
+                active,
+                missing_since: since.and_then(|s| s.parse().ok()),
+                deactivated_by_sync: deact.as_deref() == Some("1"),
+            })
+            .collect())
+    }
+
+    fn exec_tx(
+        &mut self,
+        what: &str,
+        statements: &[(String, Vec<mysql::Value>)],
+    ) -> Result<(), Failure> {
+        let mut tx = self
+            .conn
+            .start_transaction(TxOpts::default())
+            .map_err(|e| db_failure("starting a transaction", e))?;
+        for (sql, params) in statements {
+            if let Err(e) = tx.exec_drop(sql.as_str(), params.clone()) {
+                let _ = tx.rollback();
+                return Err(db_failure(what, e));
+            }
+        }
+        tx.commit().map_err(|e| db_failure(what, e))
+    }
+
+    /// Record that the mailbox's directory entry was not seen since `since`.
+    pub fn mark_missing(&mut self, username: &str, since: u64) -> Result<(), Failure> {
+        self.exec_tx(
+            "marking a mailbox missing",
+            &[(
+                format!(
+                    "UPDATE mailbox SET attributes = JSON_SET(COALESCE(attributes, '{{}}'), '$.{MISSING_SINCE}', ?) \
+                     WHERE username = ? AND authsource = 'ldap'"
+                ),
+                vec![since.to_string().into(), username.into()],
+            )],
+        )
+    }
+
+    /// The entry is back before the grace ran out: forget the marker.
+    pub fn clear_missing(&mut self, username: &str) -> Result<(), Failure> {
+        self.exec_tx(
+            "clearing a missing marker",
+            &[(
+                format!(
+                    "UPDATE mailbox SET attributes = JSON_REMOVE(attributes, '$.{MISSING_SINCE}') \
+                     WHERE username = ? AND authsource = 'ldap' AND JSON_EXISTS(attributes, '$.{MISSING_SINCE}')"
+                ),
+                vec![username.into()],
+            )],
+        )
+    }
+
+    /// Deactivate a departed user's mailbox (and its own alias), marked as done by sync.
+    pub fn deactivate(&mut self, username: &str) -> Result<(), Failure> {
+        self.exec_tx(
+            "deactivating a mailbox",
+            &[
+                (
+                    format!(
+                        "UPDATE mailbox SET active = 0, \
+                         attributes = JSON_SET(COALESCE(attributes, '{{}}'), '$.{DEACTIVATED_BY_SYNC}', '1') \
+                         WHERE username = ? AND authsource = 'ldap' AND active <> 0"
+                    ),
+                    vec![username.into()],
+                ),
+                (
+                    "UPDATE alias SET active = 0 WHERE address = ? AND goto = ?".to_owned(),
+                    vec![username.into(), username.into()],
+                ),
+            ],
+        )
+    }
+
+    /// Undo [`Store::deactivate`] for a user who is back; only mailboxes sync deactivated.
+    pub fn reactivate(&mut self, username: &str) -> Result<(), Failure> {
+        self.exec_tx(
+            "reactivating a mailbox",
+            &[
+                (
+                    format!(
+                        "UPDATE mailbox SET active = 1, \
+                         attributes = JSON_REMOVE(JSON_REMOVE(attributes, '$.{DEACTIVATED_BY_SYNC}'), '$.{MISSING_SINCE}') \
+                         WHERE username = ? AND authsource = 'ldap' AND JSON_VALUE(attributes, '$.{DEACTIVATED_BY_SYNC}') = '1'"
+                    ),
+                    vec![username.into()],
+                ),
+                (
+                    "UPDATE alias SET active = 1 WHERE address = ? AND goto = ?".to_owned(),
+                    vec![username.into(), username.into()],
+                ),
+            ],
+        )
     }
 
     /// Every row of `identity_provider`, as (key, value).

@@ -413,7 +413,7 @@ fn malformed_fd3_is_misuse() {
         vec![b'a'; 600],
         {
             let mut v = creds("jdoe@example.org", "secret1");
-            v.extend(std::iter::repeat(b'x').take(600));
+            v.extend(std::iter::repeat_n(b'x', 600));
             v
         },
     ] {

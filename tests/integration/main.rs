@@ -4,3 +4,7 @@
 mod support;
 
 mod checkpassword;
+mod diagnostics;
+mod e2e;
+mod provision;
+mod sync;

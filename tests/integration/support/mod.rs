@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod dovecot;
+pub mod mariadb;
+pub mod postfix;
+pub mod redis;
 pub mod slapd;
 
 use std::io::Write;

@@ -1,0 +1,247 @@
+//! mailcow's "Crontasks" log: JSON lines LPUSHed to the Redis list
+//! `CRON_LOG` (`{"time", "priority", "task": "LDAP Sync", "message"}`), the
+//! list mailcow's UI shows under System > Information > Logs > Crontasks.
+//!
+//! A tiny RESP client over TCP: AUTH, SELECT, LPUSH, nothing else. Redis
+//! being down never fails a sync: the first error is reported once, and the
+//! log goes on to syslog/stderr only.
+
+use crate::log::{self, Level};
+use crate::secret::Secret;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+pub const LIST: &str = "CRON_LOG";
+pub const TASK: &str = "LDAP Sync";
+
+/// Parsed `redis://[[user]:password@]host[:port][/db]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+pub fn parse_url(url: &str) -> Result<RedisTarget, String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| "mailcow.redis_url must start with redis://".to_owned())?;
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let (user, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| u.to_owned()), Some(p.to_owned())),
+            None => (None, Some(a.to_owned())),
+        },
+    };
+    let (hostport, db) = match hostpart.split_once('/') {
+        Some((h, d)) if !d.is_empty() => (
+            h,
+            d.parse()
+                .map_err(|_| format!("mailcow.redis_url: database \"{d}\" is not a number"))?,
+        ),
+        Some((h, _)) => (h, 0),
+        None => (hostpart, 0),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+            h.trim_matches(|c| c == '[' || c == ']').to_owned(),
+            p.parse()
+                .map_err(|_| format!("mailcow.redis_url: port \"{p}\" is not a number"))?,
+        ),
+        _ => (hostport.to_owned(), 6379),
+    };
+    if host.is_empty() {
+        return Err("mailcow.redis_url has no host".into());
+    }
+    Ok(RedisTarget {
+        host,
+        port,
+        user,
+        password,
+        db,
+    })
+}
+
+/// Encode a command as a RESP array of bulk strings.
+pub fn resp_command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// One CRON_LOG entry as mailcow's PHP writes it.
+pub fn entry_json(time: u64, priority: &str, message: &str) -> String {
+    serde_json::json!({ "time": time, "priority": priority, "task": TASK, "message": message })
+        .to_string()
+}
+
+struct Conn {
+    stream: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(t: &RedisTarget) -> Result<Conn, String> {
+        let addr = (t.host.as_str(), t.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("resolve {}: {e}", t.host))?
+            .next()
+            .ok_or_else(|| format!("{} has no address", t.host))?;
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+        let mut c = Conn {
+            stream: BufReader::new(s),
+        };
+        if let Some(pw) = &t.password {
+            match &t.user {
+                Some(u) => c.call(&["AUTH", u, pw])?,
+                None => c.call(&["AUTH", pw])?,
+            }
+        }
+        if t.db != 0 {
+            c.call(&["SELECT", &t.db.to_string()])?;
+        }
+        Ok(c)
+    }
+
+    fn call(&mut self, args: &[&str]) -> Result<(), String> {
+        self.stream
+            .get_mut()
+            .write_all(&resp_command(args))
+            .map_err(|e| format!("write: {e}"))?;
+        let mut line = String::new();
+        self.stream
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
+        match line.as_bytes().first() {
+            Some(b'+') | Some(b':') => Ok(()),
+            Some(b'-') => Err(format!("redis says: {}", line.trim_end())),
+            _ => Err(format!("unexpected reply {:?}", line.trim_end())),
+        }
+    }
+}
+
+/// Where sync messages go: always the system log, and CRON_LOG when configured.
+pub struct CronLog {
+    target: Option<RedisTarget>,
+    conn: Option<Conn>,
+    failed: bool,
+    /// Also print each line on stdout (interactive runs).
+    pub echo: bool,
+}
+
+impl CronLog {
+    pub fn new(redis_url: Option<&Secret>) -> CronLog {
+        let mut failed = false;
+        let target = match redis_url.map(|u| parse_url(u.expose())) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                log::warn(&format!("CRON_LOG disabled: {e}"));
+                failed = true;
+                None
+            }
+        };
+        CronLog {
+            target,
+            conn: None,
+            failed,
+            echo: false,
+        }
+    }
+
+    /// A line for every sink. Redis problems are reported once, then ignored.
+    pub fn line(&mut self, level: Level, message: &str) {
+        log::line(level, &format!("sync: {message}"));
+        if self.echo {
+            println!("{message}");
+        }
+        let Some(target) = &self.target else { return };
+        if self.failed {
+            return;
+        }
+        let priority = match level {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        };
+        let json = entry_json(crate::health::unix_now(), priority, message);
+        let res = match &mut self.conn {
+            Some(c) => c.call(&["LPUSH", LIST, &json]),
+            None => Conn::open(target).and_then(|mut c| {
+                c.call(&["LPUSH", LIST, &json])?;
+                self.conn = Some(c);
+                Ok(())
+            }),
+        };
+        if let Err(e) = res {
+            self.failed = true;
+            self.conn = None;
+            log::warn(&format!(
+                "sync: cannot write to mailcow's CRON_LOG at {}:{} ({e}); the sync goes on, logging to the system log only",
+                target.host, target.port
+            ));
+        }
+    }
+
+    pub fn info(&mut self, m: &str) {
+        self.line(Level::Info, m);
+    }
+    pub fn warn(&mut self, m: &str) {
+        self.line(Level::Warning, m);
+    }
+    pub fn error(&mut self, m: &str) {
+        self.line(Level::Error, m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("redis://:s3cret@redis-mailcow:6379/0").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.password.as_deref(), t.user, t.db),
+            ("redis-mailcow", 6379, Some("s3cret"), None, 0)
+        );
+        let t = parse_url("redis://127.0.0.1").unwrap();
+        assert_eq!((t.port, t.password), (6379, None));
+        let t = parse_url("redis://u:p@h:1/3").unwrap();
+        assert_eq!(
+            (t.user.as_deref(), t.password.as_deref(), t.port, t.db),
+            (Some("u"), Some("p"), 1, 3)
+        );
+        let t = parse_url("redis://p@w:rd@h").unwrap();
+        assert_eq!((t.host.as_str(), t.password.as_deref()), ("h", Some("rd")));
+        assert!(parse_url("http://x").is_err());
+        assert!(parse_url("redis://h:x").is_err());
+    }
+
+    #[test]
+    fn resp_and_json() {
+        assert_eq!(
+            resp_command(&["LPUSH", "K", "v"]),
+            b"*3\r\n$5\r\nLPUSH\r\n$1\r\nK\r\n$1\r\nv\r\n"
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&entry_json(5, "info", "hi \"x\"")).unwrap();
+        assert_eq!(j["time"], 5);
+        assert_eq!(j["priority"], "info");
+        assert_eq!(j["task"], "LDAP Sync");
+        assert_eq!(j["message"], "hi \"x\"");
+    }
+}

@@ -1,0 +1,835 @@
+//! `sync`: import directory users as mailboxes and keep `ldap` mailboxes in
+//! step with their templates ("Import Users", "Periodic Full Sync"), plus the
+//! safe deprovisioning of users who left the directory.
+//!
+//! The directory is read page by page (RFC 2696); each page is planned by the
+//! pure [`plan_page`] and applied before the next is fetched, so memory is
+//! bounded by the page size and the set of addresses seen. Departures are
+//! planned by the pure [`plan_missing`] only after a complete search.
+
+use crate::auth::choose_template;
+use crate::config::{Config, FilterTemplate};
+use crate::cronlog::CronLog;
+use crate::directory::{rc, Directory, Silent, UserEntry};
+use crate::health::unix_now;
+use crate::mailcow::{self, Created, LdapMailbox, MailboxRow, Store, Template};
+use crate::outcome::Failure;
+use crate::provision::{self, MailboxUpdate, NewMailbox};
+use ldap3::adapters::{Adapter, PagedResults};
+use ldap3::{Scope, SearchEntry};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const STATE_FILE: &str = "sync-state.json";
+const LOCK_FILE: &str = "sync.lock";
+
+/// A directory entry reduced to what the plan needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirUser {
+    pub dn: String,
+    /// The mailbox address, or why there is none.
+    pub address: Result<String, String>,
+    pub name: String,
+    /// The template a mapping selects (`None`: the default template, if any, applies).
+    pub mapped_template: Option<String>,
+    /// The template a new mailbox gets (mapping, else default).
+    pub template: Option<String>,
+}
+
+/// Reduce an entry: address as logins compute it, display name, template choice.
+pub fn dir_user(cfg: &Config, entry: &UserEntry) -> DirUser {
+    let login = entry
+        .first(&cfg.ldap.username_field)
+        .unwrap_or_default()
+        .to_owned();
+    let address = provision::canonical_address(cfg, entry, &login).map_err(|f| f.to_string());
+    let name = provision::display_name(entry, address.as_deref().unwrap_or(&login));
+    let choice = choose_template(cfg, entry);
+    DirUser {
+        dn: entry.dn.clone(),
+        name,
+        mapped_template: choice.and_then(|(t, v)| v.map(|_| t.to_owned())),
+        template: choice.map(|(t, _)| t.to_owned()),
+        address,
+    }
+}
+
+/// One change the sync makes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Create(NewMailbox),
+    Update(MailboxUpdate),
+    /// The entry is back: undo a deactivation done by sync (or just clear the marker).
+    Reactivate {
+        username: String,
+        was_deactivated: bool,
+    },
+    Skip {
+        who: String,
+        reason: String,
+    },
+    MarkMissing {
+        username: String,
+        since: u64,
+    },
+    Deactivate {
+        username: String,
+    },
+}
+
+impl Change {
+    pub fn describe(&self) -> String {
+        match self {
+            Change::Create(n) => format!(
+                "create {} (name \"{}\", template \"{}\")",
+                n.username, n.name, n.template
+            ),
+            Change::Update(u) => format!(
+                "update {} ({})",
+                u.username,
+                if u.acl.is_some() {
+                    "template changed"
+                } else {
+                    "display name changed"
+                }
+            ),
+            Change::Reactivate {
+                username,
+                was_deactivated: true,
+            } => {
+                format!("reactivate {username} (back in the directory)")
+            }
+            Change::Reactivate {
+                username,
+                was_deactivated: false,
+            } => {
+                format!("clear missing mark of {username} (back in the directory)")
+            }
+            Change::Skip { who, reason } => format!("skip {who}: {reason}"),
+            Change::MarkMissing { username, .. } => {
+                format!("mark {username} missing (no longer in the directory or the filter)")
+            }
+            Change::Deactivate { username } => {
+                format!("deactivate {username} (missing beyond the grace period)")
+            }
+        }
+    }
+}
+
+/// Plan one page: `users` from the directory, `rows` the mailboxes that exist
+/// for their addresses (by lower-cased address), `seen` the addresses already
+/// met in this run (updated here). Pure: no I/O.
+pub fn plan_page(
+    cfg: &Config,
+    users: &[DirUser],
+    rows: &HashMap<String, MailboxRow>,
+    templates: &HashMap<String, Template>,
+    seen: &mut HashSet<String>,
+    now: &str,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for u in users {
+        let address = match &u.address {
+            Ok(a) => a.clone(),
+            Err(reason) => {
+                changes.push(Change::Skip {
+                    who: u.dn.clone(),
+                    reason: reason.clone(),
+                });
+                continue;
+            }
+        };
+        if !seen.insert(address.clone()) {
+            changes.push(Change::Skip {
+                who: address,
+                reason: format!("another directory entry has the same address ({})", u.dn),
+            });
+            continue;
+        }
+        match rows.get(&address) {
+            None => {
+                if !cfg.sync.import_users {
+                    continue;
+                }
+                match u.template.as_ref().map(|t| (t, templates.get(t))) {
+                    None => changes.push(Change::Skip {
+                        who: address,
+                        reason: "no attribute mapping matched and no default_template is set"
+                            .into(),
+                    }),
+                    Some((t, None)) => changes.push(Change::Skip {
+                        who: address,
+                        reason: format!("mailbox template \"{t}\" does not exist in mailcow"),
+                    }),
+                    Some((_, Some(t))) => changes.push(Change::Create(provision::new_mailbox(
+                        &address, &u.name, t, now,
+                    ))),
+                }
+            }
+            // mailcow's own mailboxes are never touched.
+            Some(row) if !row.is_ldap() => {}
+            Some(row) => {
+                if row.attr(mailcow::DEACTIVATED_BY_SYNC).as_deref() == Some("1") {
+                    changes.push(Change::Reactivate {
+                        username: row.username.clone(),
+                        was_deactivated: true,
+                    });
+                } else if row.attributes.contains_key(mailcow::MISSING_SINCE) {
+                    changes.push(Change::Reactivate {
+                        username: row.username.clone(),
+                        was_deactivated: false,
+                    });
+                }
+                if cfg.sync.periodic_full_sync {
+                    let template = u.mapped_template.as_ref().and_then(|t| templates.get(t));
+                    if let Some(upd) = provision::plan_update(row, &u.name, template, now) {
+                        changes.push(Change::Update(upd));
+                    }
+                }
+            }
+        }
+    }
+    changes
+}
+
+/// Why departures were not acted on in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    Incomplete(String),
+    OverCap {
+        missing: usize,
+        total: usize,
+        percent: u32,
+    },
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::Incomplete(why) => write!(f, "the directory search did not complete ({why}): nothing is marked or deactivated"),
+            Hold::OverCap { missing, total, percent } => write!(
+                f,
+                "{missing} of {total} LDAP mailboxes are missing from the directory, more than sync.max_deactivate_percent = {percent}%: \
+                 nothing is marked or deactivated (check the filter and base_dn; raise the limit if this is intended)"
+            ),
+        }
+    }
+}
+
+/// Plan departures: `ldap` mailboxes whose address was not `seen` in a
+/// complete search are marked missing, then deactivated once missing for the
+/// grace period. Pure: no I/O.
+pub fn plan_missing(
+    cfg: &Config,
+    mailboxes: &[LdapMailbox],
+    seen: &HashSet<String>,
+    incomplete: Option<String>,
+    now: u64,
+) -> Result<Vec<Change>, Hold> {
+    if !cfg.sync.deactivate_missing {
+        return Ok(Vec::new());
+    }
+    if let Some(why) = incomplete {
+        return Err(Hold::Incomplete(why));
+    }
+    let missing: Vec<&LdapMailbox> = mailboxes
+        .iter()
+        .filter(|m| !seen.contains(&m.username.to_lowercase()))
+        // Already deactivated by sync: nothing more to do. Disabled by an admin: not ours to touch.
+        .filter(|m| !m.deactivated_by_sync && m.active != 0)
+        .collect();
+    let total = mailboxes.len();
+    let percent = cfg.sync.max_deactivate_percent;
+    if !missing.is_empty() && missing.len() * 100 > total * percent as usize {
+        return Err(Hold::OverCap {
+            missing: missing.len(),
+            total,
+            percent,
+        });
+    }
+    let grace = cfg.sync.missing_grace.as_secs();
+    Ok(missing
+        .into_iter()
+        .map(|m| match m.missing_since {
+            None => Change::MarkMissing {
+                username: m.username.clone(),
+                since: now,
+            },
+            Some(since) if now.saturating_sub(since) >= grace => Change::Deactivate {
+                username: m.username.clone(),
+            },
+            Some(_) => Change::Skip {
+                who: m.username.clone(),
+                reason: "missing from the directory, within the grace period".into(),
+            },
+        })
+        .collect())
+}
+
+/// The search filter of a sync: every user the login filter could let in.
+pub fn sync_filter(cfg: &Config) -> String {
+    let uf = &cfg.ldap.username_field;
+    let mut parts = String::new();
+    match &cfg.ldap.filter {
+        FilterTemplate::And { extra: Some(f) } => parts.push_str(f),
+        FilterTemplate::And { extra: None } => {}
+        FilterTemplate::Placeholder(f) => parts.push_str(&f.replace("%u", "*").replace("%s", "*")),
+    }
+    parts.push_str(&format!("({uf}=*)"));
+    if let (Some(af), None) = (
+        &cfg.ldap.attribute_field,
+        &cfg.provisioning.default_template,
+    ) {
+        parts.push_str(&format!("({af}=*)"));
+    }
+    format!("(&{parts})")
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub entries: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub reactivated: usize,
+    pub marked: usize,
+    pub deactivated: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// Last completion time, kept in `state_dir`.
+fn last_completed(state_dir: &Path) -> Option<u64> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join(STATE_FILE)).ok()?).ok()?;
+    v.get("last_completed")?.as_u64()
+}
+
+fn record_completed(state_dir: &Path, now: u64) -> std::io::Result<()> {
+    let tmp = state_dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+    std::fs::write(
+        &tmp,
+        serde_json::json!({ "last_completed": now }).to_string(),
+    )?;
+    std::fs::rename(&tmp, state_dir.join(STATE_FILE))
+}
+
+/// Options of the `sync` command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub force: bool,
+}
+
+/// The `sync` command.
+pub fn run(cfg: &Config, opts: Options) -> ExitCode {
+    let mut out = CronLog::new(cfg.redis_url.as_ref());
+    out.echo = true;
+    if !cfg.sync.import_users && !cfg.sync.periodic_full_sync {
+        println!(
+            "sync: nothing to do: neither sync.import_users nor sync.periodic_full_sync is on"
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
+        out.error(&format!(
+            "state_dir {} cannot be created: {e}",
+            cfg.state_dir.display()
+        ));
+        return ExitCode::from(111);
+    }
+    // One run at a time, across processes: an exclusive lock held until exit.
+    let lock = match File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cfg.state_dir.join(LOCK_FILE))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            out.error(&format!(
+                "cannot open the lock file in {}: {e}",
+                cfg.state_dir.display()
+            ));
+            return ExitCode::from(111);
+        }
+    };
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            println!(
+                "sync: already running (lock {} held)",
+                cfg.state_dir.join(LOCK_FILE).display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            out.error(&format!(
+                "cannot lock {}: {e}",
+                cfg.state_dir.join(LOCK_FILE).display()
+            ));
+            return ExitCode::from(111);
+        }
+    }
+    let now = unix_now();
+    if !opts.force {
+        if let Some(last) = last_completed(&cfg.state_dir) {
+            let age = now.saturating_sub(last);
+            if age < cfg.sync.interval.as_secs() {
+                // Not logged to CRON_LOG: a timer runs this every minute.
+                println!(
+                    "sync: not due yet: last run completed {} min ago, interval {} min (--force runs now)",
+                    age / 60,
+                    cfg.sync.interval.as_secs() / 60
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let result = sync_once(cfg, opts, &mut out, &mut counts, now);
+    let took = started.elapsed().as_secs_f64();
+    let summary = format!(
+        "{}{} directory entries; created {}, updated {}, reactivated {}, marked missing {}, deactivated {}, skipped {}, failed {}; {took:.1} s",
+        if opts.dry_run { "DRY RUN, nothing written: " } else { "" },
+        counts.entries,
+        counts.created,
+        counts.updated,
+        counts.reactivated,
+        counts.marked,
+        counts.deactivated,
+        counts.skipped,
+        counts.failed
+    );
+    match result {
+        Ok(()) => {
+            out.info(&format!("done: {summary}"));
+            if !opts.dry_run {
+                if let Err(e) = record_completed(&cfg.state_dir, now) {
+                    out.warn(&format!(
+                        "cannot record the completion time in {}: {e}",
+                        cfg.state_dir.display()
+                    ));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            out.error(&format!("stopped: {f}; {summary}"));
+            ExitCode::from(111)
+        }
+    }
+}
+
+fn sync_once(
+    cfg: &Config,
+    opts: Options,
+    out: &mut CronLog,
+    counts: &mut Counts,
+    now: u64,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    let db = cfg
+        .database
+        .as_ref()
+        .ok_or_else(|| Failure::Temporary("sync needs a [database] section".into()))?;
+    let mut store = Store::connect(db, deadline)?;
+    let templates = store.templates()?;
+    let mut dir = Directory::new(&cfg.ldap, &cfg.state_dir, deadline);
+    let (mut conn, host) = dir.open_bound(&mut Silent)?;
+    let filter = sync_filter(cfg);
+    out.info(&format!(
+        "{}started on {}: base \"{}\", filter {filter}, import_users {}, periodic_full_sync {}, deactivate_missing {}",
+        if opts.dry_run { "dry run " } else { "" },
+        host.label(),
+        cfg.ldap.base_dn,
+        cfg.sync.import_users,
+        cfg.sync.periodic_full_sync,
+        cfg.sync.deactivate_missing
+    ));
+    let mut attrs: Vec<String> = crate::auth::wanted_attributes(cfg)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    attrs.sort();
+    attrs.dedup();
+    let page_size = cfg.sync.page_size as usize;
+    let adapters: Vec<Box<dyn Adapter<String, Vec<String>>>> =
+        vec![Box::new(PagedResults::new(cfg.sync.page_size as i32))];
+    let mut stream = conn
+        .with_timeout(cfg.ldap.timeout)
+        .streaming_search_with(adapters, &cfg.ldap.base_dn, Scope::Subtree, &filter, attrs)
+        .map_err(|e| Failure::Temporary(format!("directory search: {e}")))?;
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut batch: Vec<DirUser> = Vec::with_capacity(page_size);
+    let mut incomplete: Option<String> = None;
+    let now_text = provision::sql_datetime(now);
+    loop {
+        match stream.next() {
+            Ok(Some(e)) if e.is_ref() => incomplete = Some("the server returned a referral".into()),
+            Ok(Some(e)) if e.is_intermediate() => {}
+            Ok(Some(e)) => {
+                counts.entries += 1;
+                batch.push(dir_user(
+                    cfg,
+                    &UserEntry::from_search(SearchEntry::construct(e)),
+                ));
+                if batch.len() >= page_size {
+                    apply_page(
+                        cfg, &mut store, &templates, &mut seen, &batch, opts, out, counts,
+                        &now_text,
+                    )?;
+                    batch.clear();
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                incomplete = Some(format!("search error: {e}"));
+                break;
+            }
+        }
+    }
+    let res = stream.result();
+    let _ = conn.unbind();
+    if res.rc != rc::SUCCESS && incomplete.is_none() {
+        incomplete = Some(
+            format!("result code {} {}", res.rc, res.text)
+                .trim()
+                .to_owned(),
+        );
+    }
+    apply_page(
+        cfg, &mut store, &templates, &mut seen, &batch, opts, out, counts, &now_text,
+    )?;
+    drop(batch);
+
+    if cfg.sync.deactivate_missing {
+        let mailboxes = store.ldap_mailboxes()?;
+        match plan_missing(cfg, &mailboxes, &seen, incomplete.clone(), now) {
+            Ok(changes) => {
+                for c in changes {
+                    apply(&mut store, &c, opts, out, counts)?;
+                }
+            }
+            Err(hold) => out.warn(&hold.to_string()),
+        }
+    }
+    match incomplete {
+        None => Ok(()),
+        Some(why) => Err(Failure::Temporary(format!(
+            "the directory search did not complete: {why}"
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_page(
+    cfg: &Config,
+    store: &mut Store,
+    templates: &HashMap<String, Template>,
+    seen: &mut HashSet<String>,
+    batch: &[DirUser],
+    opts: Options,
+    out: &mut CronLog,
+    counts: &mut Counts,
+    now: &str,
+) -> Result<(), Failure> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let addresses: Vec<String> = batch
+        .iter()
+        .filter_map(|u| u.address.clone().ok())
+        .collect();
+    let rows = store.mailboxes(&addresses)?;
+    for c in plan_page(cfg, batch, &rows, templates, seen, now) {
+        apply(store, &c, opts, out, counts)?;
+    }
+    Ok(())
+}
+
+/// Apply one change. Per-user refusals are reported and counted; a database
+/// outage stops the run.
+fn apply(
+    store: &mut Store,
+    c: &Change,
+    opts: Options,
+    out: &mut CronLog,
+    counts: &mut Counts,
+) -> Result<(), Failure> {
+    if let Change::Skip { .. } = c {
+        counts.skipped += 1;
+        out.info(&c.describe());
+        return Ok(());
+    }
+    if opts.dry_run {
+        out.info(&format!("would {}", c.describe()));
+        bump(counts, c);
+        return Ok(());
+    }
+    let res = match c {
+        Change::Create(new) => store
+            .create_mailbox(new, |d| {
+                provision::check_domain_room(&new.domain, new.template_quota, d)
+            })
+            .map(|created| created == Created::Created),
+        Change::Update(u) => store.update_mailbox(u).map(|_| true),
+        Change::Reactivate {
+            username,
+            was_deactivated: true,
+        } => store.reactivate(username).map(|_| true),
+        Change::Reactivate {
+            username,
+            was_deactivated: false,
+        } => store.clear_missing(username).map(|_| true),
+        Change::MarkMissing { username, since } => {
+            store.mark_missing(username, *since).map(|_| true)
+        }
+        Change::Deactivate { username } => store.deactivate(username).map(|_| true),
+        Change::Skip { .. } => Ok(false),
+    };
+    match res {
+        Ok(true) => {
+            bump(counts, c);
+            out.info(&c.describe());
+            Ok(())
+        }
+        // Created concurrently by a login: nothing to report.
+        Ok(false) => Ok(()),
+        Err(Failure::Temporary(why)) => Err(Failure::Temporary(why)),
+        Err(f) => {
+            counts.failed += 1;
+            out.warn(&format!("could not {}: {f}", c.describe()));
+            Ok(())
+        }
+    }
+}
+
+fn bump(counts: &mut Counts, c: &Change) {
+    match c {
+        Change::Create(_) => counts.created += 1,
+        Change::Update(_) => counts.updated += 1,
+        Change::Reactivate { .. } => counts.reactivated += 1,
+        Change::MarkMissing { .. } => counts.marked += 1,
+        Change::Deactivate { .. } => counts.deactivated += 1,
+        Change::Skip { .. } => counts.skipped += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, UiSettings};
+
+    fn cfg(extra: &str) -> Config {
+        parse_str(&format!(
+            "[ldap]\nhosts = \"h\"\nbase_dn = \"dc=x\"\nattribute_field = \"ou\"\n\
+             [[attribute_mapping]]\nattribute = \"a\"\ntemplate = \"T\"\n{extra}"
+        ))
+        .unwrap()
+        .validate(Path::new("t"), UiSettings::default())
+        .unwrap()
+    }
+
+    fn template() -> HashMap<String, Template> {
+        let text = r#"{"quota":0,"imap_access":1}"#;
+        let t = Template {
+            name: "T".into(),
+            text: text.into(),
+            attributes: serde_json::from_str(text).unwrap(),
+        };
+        HashMap::from([("T".to_owned(), t)])
+    }
+
+    fn user(addr: &str, template: Option<&str>) -> DirUser {
+        DirUser {
+            dn: format!("uid={addr}"),
+            address: Ok(addr.into()),
+            name: "N".into(),
+            mapped_template: template.map(str::to_owned),
+            template: template.map(str::to_owned),
+        }
+    }
+
+    fn row(addr: &str, authsource: &str, attrs: &str) -> MailboxRow {
+        MailboxRow {
+            username: addr.into(),
+            name: "N".into(),
+            domain: "x".into(),
+            active: 1,
+            authsource: authsource.into(),
+            quota: 0,
+            attributes: serde_json::from_str(attrs).unwrap(),
+            domain_active: Some(true),
+        }
+    }
+
+    #[test]
+    fn filter_for_the_sync() {
+        assert_eq!(sync_filter(&cfg("")), "(&(mail=*)(ou=*))");
+        assert_eq!(
+            sync_filter(&cfg("[provisioning]\ndefault_template = \"T\"\n")),
+            "(&(mail=*))"
+        );
+        let c = cfg("").ldap.clone();
+        let _ = c;
+        let mut c = cfg("");
+        c.ldap.filter = FilterTemplate::Placeholder("(|(uid=%u)(mail=%s))".into());
+        assert_eq!(sync_filter(&c), "(&(|(uid=*)(mail=*))(mail=*)(ou=*))");
+    }
+
+    #[test]
+    fn plan_imports_updates_and_leaves_mailcow_alone() {
+        let c = cfg("[sync]\nimport_users = true\nperiodic_full_sync = true\n");
+        let t = template();
+        let hash = provision::template_hash(&t["T"].text);
+        let rows = HashMap::from([
+            (
+                "old@x".to_owned(),
+                row(
+                    "old@x",
+                    "ldap",
+                    &format!("{{\"attribute_hash\":\"{hash}\"}}"),
+                ),
+            ),
+            (
+                "stale@x".to_owned(),
+                row("stale@x", "ldap", "{\"attribute_hash\":\"old\"}"),
+            ),
+            ("local@x".to_owned(), row("local@x", "mailcow", "{}")),
+        ]);
+        let users = [
+            user("new@x", Some("T")),
+            user("old@x", Some("T")),
+            user("stale@x", Some("T")),
+            user("local@x", Some("T")),
+            user("nomap@x", None),
+            user("new@x", Some("T")),
+        ];
+        let mut seen = HashSet::new();
+        let plan = plan_page(&c, &users, &rows, &t, &mut seen, "now");
+        assert!(matches!(&plan[0], Change::Create(n) if n.username == "new@x"));
+        assert!(matches!(&plan[1], Change::Update(u) if u.username == "stale@x"));
+        assert!(matches!(&plan[2], Change::Skip { who, .. } if who == "nomap@x"));
+        assert!(matches!(&plan[3], Change::Skip { reason, .. } if reason.contains("same address")));
+        assert_eq!(plan.len(), 4, "{plan:?}");
+        assert_eq!(seen.len(), 5);
+        // Import off: nothing created; full sync off: nothing updated.
+        let c = cfg("[sync]\nimport_users = false\nperiodic_full_sync = false\n");
+        let plan = plan_page(&c, &users[..3], &rows, &t, &mut HashSet::new(), "now");
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn plan_reactivates_only_what_sync_deactivated() {
+        let c = cfg("[sync]\nimport_users = true\n");
+        let rows = HashMap::from([
+            (
+                "gone@x".to_owned(),
+                row(
+                    "gone@x",
+                    "ldap",
+                    "{\"ldap_sync_deactivated\":\"1\",\"ldap_missing_since\":\"5\"}",
+                ),
+            ),
+            (
+                "marked@x".to_owned(),
+                row("marked@x", "ldap", "{\"ldap_missing_since\":\"5\"}"),
+            ),
+            ("admin@x".to_owned(), {
+                let mut r = row("admin@x", "ldap", "{}");
+                r.active = 0;
+                r
+            }),
+        ]);
+        let users = [
+            user("gone@x", Some("T")),
+            user("marked@x", Some("T")),
+            user("admin@x", Some("T")),
+        ];
+        let plan = plan_page(&c, &users, &rows, &template(), &mut HashSet::new(), "now");
+        assert_eq!(
+            plan,
+            vec![
+                Change::Reactivate {
+                    username: "gone@x".into(),
+                    was_deactivated: true
+                },
+                Change::Reactivate {
+                    username: "marked@x".into(),
+                    was_deactivated: false
+                },
+            ]
+        );
+    }
+
+    fn mb(u: &str, active: i64, since: Option<u64>, deact: bool) -> LdapMailbox {
+        LdapMailbox {
+            username: u.into(),
+            active,
+            missing_since: since,
+            deactivated_by_sync: deact,
+        }
+    }
+
+    #[test]
+    fn departures_are_marked_then_deactivated_after_the_grace() {
+        let c = cfg("[sync]\nimport_users = true\ndeactivate_missing = true\nmissing_grace_hours = 1\nmax_deactivate_percent = 50\n");
+        let boxes = [
+            mb("a@x", 1, None, false),
+            mb("b@x", 1, Some(1000), false),
+            mb("c@x", 1, Some(1000 + 3599), false),
+            mb("d@x", 0, Some(1), true),
+            mb("e@x", 0, None, false),
+            mb("f@x", 1, None, false),
+            mb("g@x", 1, None, false),
+            mb("h@x", 1, None, false),
+        ];
+        let seen: HashSet<String> = ["f@x", "g@x", "h@x"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let plan = plan_missing(&c, &boxes, &seen, None, 1000 + 3600).unwrap();
+        assert_eq!(
+            plan,
+            vec![
+                Change::MarkMissing {
+                    username: "a@x".into(),
+                    since: 4600
+                },
+                Change::Deactivate {
+                    username: "b@x".into()
+                },
+                Change::Skip {
+                    who: "c@x".into(),
+                    reason: "missing from the directory, within the grace period".into()
+                },
+            ]
+        );
+        // An incomplete search touches nothing.
+        assert!(matches!(
+            plan_missing(&c, &boxes, &seen, Some("x".into()), 5000),
+            Err(Hold::Incomplete(_))
+        ));
+        // Over the cap: 3 of 8 missing is 37.5 % > 30 %.
+        let c30 = cfg(
+            "[sync]\nimport_users = true\ndeactivate_missing = true\nmax_deactivate_percent = 30\n",
+        );
+        assert!(matches!(
+            plan_missing(&c30, &boxes, &seen, None, 5000),
+            Err(Hold::OverCap {
+                missing: 3,
+                total: 8,
+                percent: 30
+            })
+        ));
+        // Off: nothing.
+        assert!(plan_missing(&cfg(""), &boxes, &seen, None, 5000)
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,887 @@
+//! End to end: a real Dovecot 2.3 (and Postfix) with the binary as its
+//! checkpassword passdb/userdb, against a private slapd, spoken to over TCP
+//! with the mail protocols themselves.
+//!
+//! These tests run the helper in its auth-only mode (no `[database]`).
+//! Tests of the database mode can reuse [`Stack::with_helper_config`] (pass a
+//! body with a `[database]` section) and the protocol clients below, and add
+//! their row assertions after the logins.
+
+use crate::support::dovecot::{default_auth, Dovecot, MAIL_GID, MAIL_UID};
+use crate::support::postfix::Postfix;
+use crate::support::Slapd;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+
+const USER: &str = "jdoe@example.org";
+const PASSWORD: &str = "secret1";
+const UNKNOWN: &str = "nobody-here@example.org";
+/// How long to wait for a log line Dovecot writes after answering the client.
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// The servers of one test.
+
+/// slapd + Dovecot (+ Postfix) in one temporary folder. Fields drop in order:
+/// Postfix, then Dovecot, then slapd, then the folder.
+struct Stack {
+    postfix: Option<Postfix>,
+    dovecot: Dovecot,
+    slapd: Slapd,
+    /// Every password a test typed, right or wrong: none may reach a log.
+    typed: Vec<String>,
+    dir: TempDir,
+}
+
+impl Stack {
+    /// Auth-only mode: the helper's config is the slapd's `[ldap]` section.
+    fn new() -> Stack {
+        Self::with_helper_config(|slapd| slapd.ldap_section())
+    }
+
+    /// `body(slapd)` is the helper's config without `state_dir`, `log_target`
+    /// and `[dovecot]` (the Dovecot fixture adds those).
+    fn with_helper_config(body: impl FnOnce(&Slapd) -> String) -> Stack {
+        Self::build(body, |_, args| default_auth(args))
+    }
+
+    /// The most general form: `auth(root, helper_args)` makes the
+    /// passdb/userdb part of Dovecot's config (and may prepare files under
+    /// the test's folder `root` for it).
+    fn build(
+        body: impl FnOnce(&Slapd) -> String,
+        auth: impl FnOnce(&Path, &str) -> String,
+    ) -> Stack {
+        let dir = TempDir::new().unwrap();
+        let slapd = Slapd::start(dir.path());
+        let root = dir.path().to_owned();
+        let dovecot = Dovecot::start_with(dir.path(), &body(&slapd), |args| auth(&root, args));
+        Stack {
+            postfix: None,
+            dovecot,
+            slapd,
+            typed: Vec::new(),
+            dir,
+        }
+    }
+
+    fn with_postfix(mut self) -> Stack {
+        self.postfix = Some(Postfix::start(self.dir.path(), self.dovecot.auth_port));
+        self
+    }
+
+    fn postfix(&self) -> &Postfix {
+        self.postfix.as_ref().expect("Stack::with_postfix")
+    }
+
+    /// Remember a password so that [`Stack::assert_logs_clean`] looks for it.
+    fn pw(&mut self, p: &str) -> String {
+        self.typed.push(p.to_owned());
+        p.to_owned()
+    }
+
+    /// The helper's lines reached Dovecot's log, and no password is in any log.
+    fn assert_logs_clean(&self) {
+        let log = self.dovecot.log();
+        assert!(
+            log.contains("mailcow-ldap-auth: "),
+            "no line of the helper in Dovecot's log:\n{log}"
+        );
+        let mut logs = vec![("dovecot", log)];
+        if let Some(p) = &self.postfix {
+            logs.push(("postfix", p.log()));
+        }
+        for (name, text) in &logs {
+            for pw in &self.typed {
+                assert!(
+                    !text.contains(pw.as_str()),
+                    "password {pw:?} appears in the {name} log:\n{text}"
+                );
+                let b64 = base64(pw.as_bytes());
+                assert!(
+                    !text.contains(&b64),
+                    "base64 of password {pw:?} appears in the {name} log"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Minimal protocol clients.
+
+/// One TCP connection read line by line; the transcript goes into panic messages.
+struct Conn {
+    what: &'static str,
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    transcript: String,
+}
+
+impl Conn {
+    fn open(what: &'static str, port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to {what} on port {port}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        Conn {
+            what,
+            writer: s.try_clone().unwrap(),
+            reader: BufReader::new(s),
+            transcript: String::new(),
+        }
+    }
+
+    /// One line without its CRLF; panics on EOF or timeout.
+    fn line(&mut self) -> String {
+        let mut buf = String::new();
+        match self.reader.read_line(&mut buf) {
+            Ok(0) => panic!(
+                "{}: connection closed; transcript:\n{}",
+                self.what, self.transcript
+            ),
+            Ok(_) => {}
+            Err(e) => panic!("{}: read: {e}; transcript:\n{}", self.what, self.transcript),
+        }
+        let line = buf.trim_end_matches(['\r', '\n']).to_owned();
+        self.transcript.push_str(&format!("S: {line}\n"));
+        line
+    }
+
+    fn send(&mut self, line: &str) {
+        self.transcript.push_str(&format!("C: {line}\n"));
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{}: write: {e}", self.what));
+    }
+}
+
+/// RFC 4648 base64 with padding (SASL PLAIN needs nothing more).
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// SASL PLAIN initial response: `\0user\0password`, base64.
+fn sasl_plain(user: &str, password: &str) -> String {
+    base64(format!("\0{user}\0{password}").as_bytes())
+}
+
+/// An IMAP quoted string.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+struct Imap {
+    c: Conn,
+    tag: u32,
+}
+
+impl Imap {
+    fn connect(port: u16) -> Imap {
+        let mut c = Conn::open("imap", port);
+        let greeting = c.line();
+        assert!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
+        Imap { c, tag: 0 }
+    }
+
+    /// Send a command; return the tagged completion line (tag stripped).
+    fn cmd(&mut self, command: &str) -> String {
+        self.tag += 1;
+        let tag = format!("a{}", self.tag);
+        self.c.send(&format!("{tag} {command}"));
+        loop {
+            let line = self.c.line();
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                return rest.to_owned();
+            }
+        }
+    }
+
+    fn login(&mut self, user: &str, password: &str) -> String {
+        self.cmd(&format!("LOGIN {} {}", quoted(user), quoted(password)))
+    }
+}
+
+/// Connect, LOGIN, and LOGOUT; returns the LOGIN completion.
+fn imap_login(port: u16, user: &str, password: &str) -> String {
+    let mut imap = Imap::connect(port);
+    let r = imap.login(user, password);
+    let _ = imap.cmd("LOGOUT");
+    r
+}
+
+struct Pop3(Conn);
+
+impl Pop3 {
+    fn connect(port: u16) -> Pop3 {
+        let mut c = Conn::open("pop3", port);
+        let greeting = c.line();
+        assert!(greeting.starts_with("+OK"), "POP3 greeting: {greeting}");
+        Pop3(c)
+    }
+
+    fn cmd(&mut self, command: &str) -> String {
+        self.0.send(command);
+        self.0.line()
+    }
+}
+
+struct Sieve(Conn);
+
+impl Sieve {
+    /// Connect and read the capability greeting up to its `OK` line.
+    fn connect(port: u16) -> Sieve {
+        let mut c = Conn::open("managesieve", port);
+        loop {
+            let line = c.line();
+            if line.starts_with("OK") {
+                return Sieve(c);
+            }
+            assert!(line.starts_with('"'), "ManageSieve greeting: {line}");
+        }
+    }
+
+    /// Send a command; skip data lines (quoted strings, literals) up to the
+    /// `OK` / `NO` / `BYE` response, which is returned.
+    fn cmd(&mut self, command: &str) -> String {
+        self.0.send(command);
+        loop {
+            let line = self.0.line();
+            if ["OK", "NO", "BYE"].iter().any(|w| line.starts_with(w)) {
+                return line;
+            }
+        }
+    }
+}
+
+struct Smtp(Conn);
+
+impl Smtp {
+    fn connect(port: u16) -> Smtp {
+        let mut c = Conn::open("smtp", port);
+        let greeting = c.line();
+        assert!(greeting.starts_with("220 "), "SMTP greeting: {greeting}");
+        Smtp(c)
+    }
+
+    /// Send a command; return every line of the (possibly multi-line) reply.
+    fn cmd(&mut self, command: &str) -> Vec<String> {
+        self.0.send(command);
+        let mut lines = Vec::new();
+        loop {
+            let line = self.0.line();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines;
+            }
+        }
+    }
+
+    /// EHLO, checking that AUTH PLAIN is offered.
+    fn ehlo(&mut self) {
+        let reply = self.cmd("EHLO client.example.org");
+        assert!(reply[0].starts_with("250"), "EHLO: {reply:?}");
+        assert!(
+            reply
+                .iter()
+                .any(|l| l[4..].starts_with("AUTH") && l.contains("PLAIN")),
+            "Postfix does not offer AUTH PLAIN: {reply:?}"
+        );
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn imap_login_accepts_right_password_and_rejects_wrong_and_unknown() {
+    let mut s = Stack::new();
+    let port = s.dovecot.imap_port;
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-imap-4711");
+
+    let from = s.dovecot.log_len();
+    let mut imap = Imap::connect(port);
+    let r = imap.login(USER, &right);
+    assert!(r.starts_with("OK"), "LOGIN with the right password: {r}");
+    // The mail process runs with the helper's uid/gid/home: the mailbox works.
+    let r = imap.cmd("SELECT INBOX");
+    assert!(r.starts_with("OK"), "SELECT INBOX after login: {r}");
+    let _ = imap.cmd("LOGOUT");
+    let maildir = s.dovecot.home_of(USER).join("Maildir");
+    let meta = std::fs::metadata(&maildir)
+        .unwrap_or_else(|e| panic!("{} not created: {e}", maildir.display()));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (MAIL_UID, MAIL_GID),
+        "Maildir owned by the helper's uid/gid"
+    );
+    let log = s.dovecot.wait_for_log(from, "result=accept", LOG_WAIT);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("login user=\"jdoe@example.org\"")
+                && l.contains("service=imap")
+                && l.contains("rip=127.0.0.1")
+                && l.contains("result=accept")),
+        "the helper's login line in Dovecot's log:\n{log}"
+    );
+    // The userdb lookup after the password check went through the helper too.
+    s.dovecot.wait_for_log(
+        from,
+        "lookup user=\"jdoe@example.org\" service=imap",
+        LOG_WAIT,
+    );
+
+    let from = s.dovecot.log_len();
+    let r = imap_login(port, USER, &wrong);
+    assert!(
+        r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
+        "LOGIN with a wrong password: {r}"
+    );
+    let log = s.dovecot.wait_for_log(from, "result=reject", LOG_WAIT);
+    assert!(!log.contains("result=tempfail"), "{log}");
+
+    let from = s.dovecot.log_len();
+    let r = imap_login(port, UNKNOWN, &right);
+    assert!(
+        r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
+        "LOGIN as an unknown user: {r}"
+    );
+    s.dovecot.wait_for_log(
+        from,
+        &format!("login user=\"{UNKNOWN}\" service=imap"),
+        LOG_WAIT,
+    );
+
+    // Dovecot lower-cases logins before the helper sees them; the helper
+    // canonicalises the rest: a mixed-case login works.
+    let r = imap_login(port, "JDoe@Example.ORG", &right);
+    assert!(r.starts_with("OK"), "LOGIN with a mixed-case login: {r}");
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn pop3_user_pass() {
+    let mut s = Stack::new();
+    let port = s.dovecot.pop3_port;
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-pop3-4712");
+
+    let mut pop = Pop3::connect(port);
+    let r = pop.cmd(&format!("USER {USER}"));
+    assert!(r.starts_with("+OK"), "USER: {r}");
+    let from = s.dovecot.log_len();
+    let r = pop.cmd(&format!("PASS {right}"));
+    assert!(r.starts_with("+OK"), "PASS with the right password: {r}");
+    let r = pop.cmd("STAT");
+    assert!(r.starts_with("+OK 0 0"), "STAT of the new mailbox: {r}");
+    let r = pop.cmd("QUIT");
+    assert!(r.starts_with("+OK"), "QUIT: {r}");
+    s.dovecot.wait_for_log(
+        from,
+        "login user=\"jdoe@example.org\" service=pop3",
+        LOG_WAIT,
+    );
+
+    let mut pop = Pop3::connect(port);
+    let r = pop.cmd(&format!("USER {USER}"));
+    assert!(r.starts_with("+OK"), "USER: {r}");
+    let r = pop.cmd(&format!("PASS {wrong}"));
+    assert!(
+        r.starts_with("-ERR [AUTH]"),
+        "PASS with a wrong password: {r}"
+    );
+    let _ = pop.cmd("QUIT");
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn managesieve_authenticate_plain() {
+    let mut s = Stack::new();
+    let port = s.dovecot.sieve_port;
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-sieve-4713");
+
+    let from = s.dovecot.log_len();
+    let mut sv = Sieve::connect(port);
+    let r = sv.cmd(&format!(
+        "AUTHENTICATE \"PLAIN\" \"{}\"",
+        sasl_plain(USER, &right)
+    ));
+    assert!(
+        r.starts_with("OK"),
+        "AUTHENTICATE PLAIN, right password: {r}"
+    );
+    let r = sv.cmd("LISTSCRIPTS");
+    assert!(r.starts_with("OK"), "LISTSCRIPTS: {r}");
+    let _ = sv.cmd("LOGOUT");
+    s.dovecot.wait_for_log(
+        from,
+        "login user=\"jdoe@example.org\" service=sieve",
+        LOG_WAIT,
+    );
+
+    let mut sv = Sieve::connect(port);
+    let r = sv.cmd(&format!(
+        "AUTHENTICATE \"PLAIN\" \"{}\"",
+        sasl_plain(USER, &wrong)
+    ));
+    assert!(
+        r.starts_with("NO"),
+        "AUTHENTICATE PLAIN, wrong password: {r}"
+    );
+    let _ = sv.cmd("LOGOUT");
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn smtp_auth_through_postfix_and_dovecot_sasl() {
+    let mut s = Stack::new().with_postfix();
+    let port = s.postfix().smtp_port;
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-smtp-4714");
+
+    let from = s.dovecot.log_len();
+    let mut smtp = Smtp::connect(port);
+    smtp.ehlo();
+    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &right)));
+    assert!(
+        r[0].starts_with("235 "),
+        "AUTH PLAIN, right password: {r:?}"
+    );
+    let r = smtp.cmd("QUIT");
+    assert!(r[0].starts_with("221"), "QUIT: {r:?}");
+    // Postfix asked Dovecot with service=smtp, and Dovecot passed it on.
+    let log = s.dovecot.wait_for_log(
+        from,
+        "login user=\"jdoe@example.org\" service=smtp",
+        LOG_WAIT,
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("service=smtp") && l.contains("result=accept")),
+        "{log}"
+    );
+
+    let from = s.dovecot.log_len();
+    let mut smtp = Smtp::connect(port);
+    smtp.ehlo();
+    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &wrong)));
+    assert!(
+        r[0].starts_with("535 "),
+        "AUTH PLAIN, wrong password: {r:?}"
+    );
+    // AUTH LOGIN, the other mechanism Dovecot offers, for the unknown user.
+    let r = smtp.cmd("AUTH LOGIN");
+    assert!(r[0].starts_with("334 "), "AUTH LOGIN: {r:?}");
+    let r = smtp.cmd(&base64(UNKNOWN.as_bytes()));
+    assert!(r[0].starts_with("334 "), "AUTH LOGIN user: {r:?}");
+    let r = smtp.cmd(&base64(right.as_bytes()));
+    assert!(r[0].starts_with("535 "), "AUTH LOGIN, unknown user: {r:?}");
+    let _ = smtp.cmd("QUIT");
+    let log = s.dovecot.wait_for_log(
+        from,
+        &format!("login user=\"{UNKNOWN}\" service=smtp"),
+        LOG_WAIT,
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("service=smtp") && l.contains("result=reject")),
+        "{log}"
+    );
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn doveadm_user_and_auth_test() {
+    let mut s = Stack::new();
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-doveadm-4715");
+
+    // userdb lookup (AUTHORIZED=1): the fields the helper returns.
+    let out = s.dovecot.doveadm(&["user", USER]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "doveadm user {USER}: {}\n{stdout}{}",
+        out.status,
+        text(&out.stderr)
+    );
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    assert_eq!(field("uid"), Some(MAIL_UID.to_string()), "{stdout}");
+    assert_eq!(field("gid"), Some(MAIL_GID.to_string()), "{stdout}");
+    assert_eq!(
+        field("home"),
+        Some(s.dovecot.home_of(USER).display().to_string()),
+        "{stdout}"
+    );
+
+    // Unknown user: exit 3 from the helper, "doesn't exist" (EX_NOUSER) from doveadm.
+    let out = s.dovecot.doveadm(&["user", UNKNOWN]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(67), "doveadm user {UNKNOWN}: {all}");
+    assert!(all.contains("doesn't exist"), "{all}");
+
+    // passdb through the auth-client socket (service=doveadm).
+    let out = s.dovecot.doveadm(&["auth", "test", USER, &right]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "doveadm auth test, right password: {all}"
+    );
+    assert!(all.contains("auth succeeded"), "{all}");
+    let out = s.dovecot.doveadm(&["auth", "test", USER, &wrong]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "doveadm auth test, wrong password: {all}"
+    );
+    assert!(all.contains("auth failed"), "{all}");
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn ldap_outage_is_a_temporary_failure_and_recovery_needs_no_restart() {
+    let mut s = Stack::new();
+    let right = s.pw(PASSWORD);
+    let imap = s.dovecot.imap_port;
+    let pid = s.dovecot.pid();
+
+    let r = imap_login(imap, USER, &right);
+    assert!(r.starts_with("OK"), "LOGIN before the outage: {r}");
+
+    s.slapd.stop();
+    let from = s.dovecot.log_len();
+    let r = imap_login(imap, USER, &right);
+    assert!(
+        r.starts_with("NO") && r.contains("[UNAVAILABLE]") && !r.contains("AUTHENTICATIONFAILED"),
+        "LOGIN while LDAP is down must be a temporary failure: {r}"
+    );
+    let log = s.dovecot.wait_for_log(from, "result=tempfail", LOG_WAIT);
+    assert!(
+        log.lines().any(|l| l.contains("mailcow-ldap-auth: ")
+            && l.contains("user=\"jdoe@example.org\"")
+            && l.contains("service=imap")
+            && l.contains("result=tempfail")),
+        "the helper's tempfail line in Dovecot's log:\n{log}"
+    );
+    assert!(!log.contains("result=reject"), "{log}");
+
+    // POP3 says so too.
+    let mut pop = Pop3::connect(s.dovecot.pop3_port);
+    pop.cmd(&format!("USER {USER}"));
+    let r = pop.cmd(&format!("PASS {right}"));
+    assert!(
+        r.starts_with("-ERR [SYS/TEMP]"),
+        "POP3 PASS while LDAP is down: {r}"
+    );
+    let _ = pop.cmd("QUIT");
+
+    // A userdb lookup is not "user unknown" either (LMTP would bounce mail).
+    let out = s.dovecot.doveadm(&["user", USER]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success() && out.status.code() != Some(67) && !all.contains("doesn't exist"),
+        "doveadm user while LDAP is down: {} {all}",
+        out.status
+    );
+
+    // Back up: logins work again without restarting Dovecot.
+    s.slapd.run();
+    let r = imap_login(imap, USER, &right);
+    assert!(r.starts_with("OK"), "LOGIN after LDAP came back: {r}");
+    assert_eq!(s.dovecot.pid(), pid, "Dovecot was not restarted");
+    let out = s.dovecot.doveadm(&["user", USER]);
+    assert!(
+        out.status.success(),
+        "doveadm user after LDAP came back: {}",
+        text(&out.stdout)
+    );
+
+    s.assert_logs_clean();
+}
+
+// ---------------------------------------------------------------------------
+// The configs in contrib/, as an admin copies them (only paths replaced).
+
+/// A file of contrib/, with `/usr/bin/mailcow-ldap-auth checkpassword`
+/// replaced by the helper's test arguments.
+fn contrib(path: &str, helper_args: &str) -> String {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(path);
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    replace_all(
+        &text,
+        "/usr/bin/mailcow-ldap-auth checkpassword",
+        helper_args,
+    )
+}
+
+/// `text` with every `from` replaced; panics if there is none (the file changed).
+fn replace_all(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not found in:\n{text}");
+    text.replace(from, to)
+}
+
+#[test]
+fn contrib_dovecot_config_works_as_shipped() {
+    let mut s = Stack::build(
+        |slapd| slapd.ldap_section(),
+        |_, args| contrib("dovecot-2.3/10-auth-mailcow-ldap.conf", args),
+    );
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-contrib-4716");
+    let imap = s.dovecot.imap_port;
+
+    let from = s.dovecot.log_len();
+    let mut c = Imap::connect(imap);
+    let r = c.login(USER, &right);
+    assert!(r.starts_with("OK"), "LOGIN with the shipped config: {r}");
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.starts_with("OK"), "SELECT INBOX: {r}");
+    let _ = c.cmd("LOGOUT");
+    // prefetch served the userdb step from the passdb reply: one helper run.
+    let log = s.dovecot.wait_for_log(from, "Logged out", LOG_WAIT);
+    assert!(
+        log.contains("login user=\"jdoe@example.org\" service=imap"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("lookup user=\"jdoe@example.org\" service=imap"),
+        "prefetch should make the userdb lookup unnecessary:\n{log}"
+    );
+
+    let r = imap_login(imap, USER, &wrong);
+    assert!(
+        r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
+        "LOGIN with a wrong password: {r}"
+    );
+
+    // Without a passdb step (doveadm, LMTP) the second userdb, the helper, answers.
+    let from = s.dovecot.log_len();
+    let out = s.dovecot.doveadm(&["user", "-f", "home", USER]);
+    assert!(
+        out.status.success(),
+        "doveadm user with the shipped config: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        s.dovecot.home_of(USER).display().to_string()
+    );
+    s.dovecot.wait_for_log(
+        from,
+        "lookup user=\"jdoe@example.org\" service=doveadm",
+        LOG_WAIT,
+    );
+    let out = s.dovecot.doveadm(&["user", UNKNOWN]);
+    assert_eq!(out.status.code(), Some(67), "{}", text(&out.stdout));
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn contrib_chained_config_falls_through_to_the_next_passdb() {
+    // mailcow's SQL passdb/userdb stand-in: a passwd-file with one local
+    // account (the chain's result_* rules are what is tested here).
+    const LOCAL: &str = "local@example.org";
+    const LOCAL_PW: &str = "Local-pw-4717";
+    let mut s = Stack::build(
+        |slapd| slapd.ldap_section(),
+        |root, args| {
+            let passwd = root.join("dovecot").join("passwd");
+            std::fs::write(
+                &passwd,
+                format!(
+                    "{LOCAL}:{{PLAIN}}{LOCAL_PW}:{MAIL_UID}:{MAIL_GID}::{}/example.org/local::\n",
+                    root.join("dovecot/mail").display()
+                ),
+            )
+            .unwrap();
+            let conf = contrib("dovecot-2.3/10-auth-mailcow-ldap-chained.conf", args);
+            let conf = replace_all(&conf, "driver = sql", "driver = passwd-file");
+            replace_all(
+                &conf,
+                "args = /etc/dovecot/dovecot-sql-mailcow.conf.ext",
+                &format!("args = {}", passwd.display()),
+            )
+        },
+    );
+    let right = s.pw(PASSWORD);
+    let local_pw = s.pw(LOCAL_PW);
+    let wrong = s.pw("Wr0ng-e2e-chain-4718");
+    let imap = s.dovecot.imap_port;
+
+    // LDAP account: the helper says yes, the next passdb is not asked.
+    let r = imap_login(imap, USER, &right);
+    assert!(r.starts_with("OK"), "LDAP account through the chain: {r}");
+    // Local account: the helper says no (exit 1), the next passdb says yes.
+    let from = s.dovecot.log_len();
+    let mut c = Imap::connect(imap);
+    let r = c.login(LOCAL, &local_pw);
+    assert!(r.starts_with("OK"), "local account after the helper: {r}");
+    let r = c.cmd("SELECT INBOX");
+    assert!(
+        r.starts_with("OK"),
+        "SELECT INBOX (userdb from the 2nd userdb): {r}"
+    );
+    let _ = c.cmd("LOGOUT");
+    s.dovecot.wait_for_log(
+        from,
+        &format!("login user=\"{LOCAL}\" service=imap rip=127.0.0.1 result=reject"),
+        LOG_WAIT,
+    );
+    // Wrong password for the LDAP account: both say no.
+    let r = imap_login(imap, USER, &wrong);
+    assert!(
+        r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
+        "wrong password through the chain: {r}"
+    );
+
+    // LDAP down: the local account still works; the LDAP account gets a
+    // temporary failure, not "wrong password", although the last passdb failed.
+    s.slapd.stop();
+    let r = imap_login(imap, LOCAL, &local_pw);
+    assert!(r.starts_with("OK"), "local account while LDAP is down: {r}");
+    let from = s.dovecot.log_len();
+    let r = imap_login(imap, USER, &right);
+    assert!(
+        r.starts_with("NO") && r.contains("[UNAVAILABLE]"),
+        "LDAP account while LDAP is down, through the chain: {r}"
+    );
+    s.dovecot.wait_for_log(from, "result=tempfail", LOG_WAIT);
+    s.slapd.run();
+    let r = imap_login(imap, USER, &right);
+    assert!(
+        r.starts_with("OK"),
+        "LDAP account after LDAP came back: {r}"
+    );
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn smtp_auth_through_the_contrib_unix_socket() {
+    // Dovecot's listener from contrib/postfix, in this Postfix's queue directory.
+    let mut s = Stack::build(
+        |slapd| slapd.ldap_section(),
+        |root, args| {
+            let queue = Postfix::queue_dir_for(root);
+            let private = queue.join("private");
+            std::fs::create_dir_all(&private).unwrap();
+            let out =
+                crate::support::run_ok(std::process::Command::new("id").args(["-u", "postfix"]));
+            let uid: u32 = text(&out.stdout).trim().parse().unwrap();
+            std::os::unix::fs::chown(&private, Some(uid), None).unwrap();
+            let listener = std::fs::read_to_string(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("contrib/postfix/dovecot-auth-for-postfix.conf"),
+            )
+            .unwrap();
+            let listener = replace_all(
+                &listener,
+                "/var/spool/postfix/private/auth",
+                &private.join("auth").display().to_string(),
+            );
+            format!("{}\n{listener}", default_auth(args))
+        },
+    );
+    // main.cf lines from contrib/postfix as shipped; only TLS is off here.
+    let snippet = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contrib/postfix/main.cf.snippet"),
+    )
+    .unwrap();
+    assert!(
+        snippet.contains("smtpd_sasl_path = private/auth"),
+        "{snippet}"
+    );
+    let extra = format!("{snippet}\n# test only: no TLS in the tests\nsmtpd_tls_auth_only = no\n");
+    s.postfix = Some(Postfix::start_with(
+        s.dir.path(),
+        s.dovecot.auth_port,
+        &extra,
+    ));
+    // Postfix really uses the socket (the snippet's line won over the fixture's inet: one).
+    let pf = s.postfix();
+    let out = crate::support::run_ok(
+        std::process::Command::new("postconf")
+            .arg("-c")
+            .arg(&pf.conf_dir)
+            .args(["-h", "smtpd_sasl_path"]),
+    );
+    assert_eq!(text(&out.stdout).trim(), "private/auth");
+    use std::os::unix::fs::FileTypeExt;
+    let socket = pf.queue_dir.join("private/auth");
+    assert!(
+        std::fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket()),
+        "{} is not Dovecot's socket",
+        socket.display()
+    );
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-socket-4719");
+    let port = s.postfix().smtp_port;
+
+    let from = s.dovecot.log_len();
+    let mut smtp = Smtp::connect(port);
+    smtp.ehlo();
+    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &right)));
+    assert!(
+        r[0].starts_with("235 "),
+        "AUTH PLAIN over the unix socket: {r:?}"
+    );
+    let _ = smtp.cmd("QUIT");
+    s.dovecot.wait_for_log(
+        from,
+        "login user=\"jdoe@example.org\" service=smtp rip=127.0.0.1 result=accept",
+        LOG_WAIT,
+    );
+    let mut smtp = Smtp::connect(port);
+    smtp.ehlo();
+    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &wrong)));
+    assert!(
+        r[0].starts_with("535 "),
+        "AUTH PLAIN, wrong password: {r:?}"
+    );
+    let _ = smtp.cmd("QUIT");
+
+    s.assert_logs_clean();
+}

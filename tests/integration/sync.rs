@@ -1,0 +1,435 @@
+//! `sync` against real slapd, MariaDB and Redis: import, full sync,
+//! deprovisioning with its safety nets, locking, and mailcow's CRON_LOG.
+
+use crate::provision::DEFAULT_TEMPLATE;
+use crate::support::mariadb::Db;
+use crate::support::redis::Redis;
+use crate::support::slapd::BASE_LDIF;
+use crate::support::{admin, checkpassword, creds, free_port, write_config, Run, Slapd, StubReply};
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+/// The base directory plus `n` generated users u0..u{n-1}@example.org (password "pw-N").
+pub fn directory(n: usize) -> String {
+    let mut l = BASE_LDIF.to_owned();
+    for i in 0..n {
+        l.push_str(&format!(
+            "\ndn: uid=u{i},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
+             uid: u{i}\ncn: User {i}\nsn: U{i}\ndisplayName: User Number {i}\nmail: u{i}@example.org\notherMailbox: default\nuserPassword: pw-{i}\n"
+        ));
+    }
+    l
+}
+
+struct Env {
+    dir: TempDir,
+    slapd: Slapd,
+    db: Db,
+    redis: Redis,
+}
+
+impl Env {
+    fn new(users: usize, slapd_extra: &str) -> Env {
+        let dir = TempDir::new().unwrap();
+        let slapd = Slapd::start_with(dir.path(), &directory(users), slapd_extra);
+        let db = Db::new();
+        db.sql(&format!(
+            "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) VALUES ('example.org', 10000, 10, 10240, 10240000, 1);\
+             INSERT INTO templates (template, type, attributes) VALUES ('Default', 'mailbox', '{DEFAULT_TEMPLATE}');"
+        ));
+        let redis = Redis::start(dir.path());
+        Env {
+            dir,
+            slapd,
+            db,
+            redis,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config(&self, sync: &str) -> PathBuf {
+        self.config_named("config.toml", sync, &self.redis.url())
+    }
+
+    fn config_named(&self, name: &str, sync: &str, redis_url: &str) -> PathBuf {
+        let text = format!(
+            "state_dir = \"{}\"\n{}attribute_field = \"otherMailbox\"\n{}\n\
+             [[attribute_mapping]]\nattribute = \"default\"\ntemplate = \"Default\"\n\n\
+             [mailcow]\nredis_url = \"{redis_url}\"\n\n[sync]\nimport_users = true\nperiodic_full_sync = true\n{sync}\n{page}",
+            self.path().display(),
+            self.slapd.ldap_section(),
+            self.db.section(),
+            page = if sync.contains("page_size") { "" } else { "page_size = 50\n" },
+        );
+        write_config(self.path(), name, &text)
+    }
+
+    fn sync(&self, cfg: &Path, args: &[&str]) -> Run {
+        let mut a = vec!["sync"];
+        a.extend_from_slice(args);
+        admin(cfg, &a, "")
+    }
+
+    fn count(&self, sql_where: &str) -> usize {
+        self.db
+            .value(&format!("SELECT COUNT(*) FROM mailbox WHERE {sql_where}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn snapshot(&self) -> String {
+        self.db.sql(
+            "SELECT username, name, quota, attributes, active, authsource, modified FROM mailbox ORDER BY username;\
+             SELECT address, goto, active FROM alias ORDER BY address; SELECT * FROM user_acl ORDER BY username;",
+        )
+    }
+
+    fn delete_user(&self, i: usize) {
+        self.slapd.modify(&format!(
+            "dn: uid=u{i},ou=people,dc=example,dc=org\nchangetype: delete\n"
+        ));
+    }
+}
+
+#[test]
+fn import_then_no_op_then_template_change() {
+    let e = Env::new(300, "");
+    // A mailcow mailbox among the directory users stays as it is.
+    e.db.sql("INSERT INTO mailbox (username, password, name, quota, local_part, domain, attributes, authsource, active) \
+              VALUES ('u5@example.org', '{SSHA256}x', 'Local Five', 1, 'u5', 'example.org', '{}', 'mailcow', 1)");
+    // A second entry claiming u7's address.
+    e.slapd.add("dn: uid=twin,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: extensibleObject\nuid: twin\ncn: Twin\nsn: T\nmail: u7@example.org\notherMailbox: default\nuserPassword: x\n");
+    let cfg = e.config("");
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // 299 generated (u5 is mailcow's) + jdoe; nomail has no mapped value.
+    assert_eq!(e.count("authsource = 'ldap'"), 300, "{}", r.stdout);
+    assert!(r.stdout.contains("created 300"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("skip u7@example.org: another directory entry has the same address"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("skip nomail@example.org: no attribute mapping matched"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(e.db.value("SELECT CONCAT(name, '/', password, '/', authsource) FROM mailbox WHERE username = 'u5@example.org'"), "Local Five/{SSHA256}x/mailcow");
+    assert_eq!(
+        e.db.value("SELECT name FROM mailbox WHERE username = 'u7@example.org'"),
+        "User Number 7"
+    );
+    assert_eq!(e.db.value("SELECT COUNT(*) FROM alias"), "300");
+
+    // A second run changes nothing.
+    let before = e.snapshot();
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("created 0, updated 0"), "{}", r.stdout);
+    assert_eq!(e.snapshot(), before);
+
+    // The template changes: every ldap mailbox is updated, once.
+    let changed = DEFAULT_TEMPLATE.replace("\"quota\":0", "\"quota\":5242880");
+    e.db.sql(&format!("UPDATE templates SET attributes = '{changed}'"));
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("updated 300"), "{}", r.stdout);
+    assert_eq!(e.count("authsource = 'ldap' AND quota = 5242880"), 300);
+    assert_eq!(
+        e.db.value("SELECT quota FROM mailbox WHERE username = 'u5@example.org'"),
+        "1"
+    );
+    let r = e.sync(&cfg, &["--force"]);
+    assert!(r.stdout.contains("updated 0"), "{}", r.stdout);
+
+    // CRON_LOG: JSON with the right fields, a summary among them.
+    let log = e.redis.cron_log();
+    assert!(!log.is_empty());
+    for line in &log {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(v["task"], "LDAP Sync");
+        assert!(v["time"].as_u64().unwrap() > 1_700_000_000);
+        assert!(
+            ["info", "warning", "error"].contains(&v["priority"].as_str().unwrap()),
+            "{line}"
+        );
+        assert!(v["message"].is_string());
+    }
+    assert!(
+        log.iter().any(|l| l.contains("create u7@example.org")),
+        "per-user lines"
+    );
+    assert!(
+        log[0].contains("done: 303 directory entries"),
+        "newest first is the summary: {}",
+        log[0]
+    );
+}
+
+#[test]
+fn interval_force_dry_run_and_switches() {
+    let e = Env::new(5, "");
+    // Dry run: the plan is printed, nothing is written, the interval is not started.
+    let cfg = e.config("interval_minutes = 60\n");
+    let r = e.sync(&cfg, &["--dry-run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("would create u1@example.org"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(e.count("1"), 0);
+    // First real run, then the interval holds it back.
+    assert_eq!(e.sync(&cfg, &[]).code, 0);
+    assert_eq!(e.count("1"), 6);
+    let logged = e.redis.cron_log().len();
+    e.db.sql("DELETE FROM mailbox WHERE username = 'u1@example.org'; DELETE FROM alias WHERE address = 'u1@example.org'; \
+              DELETE FROM quota2 WHERE username = 'u1@example.org'; DELETE FROM quota2replica WHERE username = 'u1@example.org'");
+    let r = e.sync(&cfg, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("not due yet"), "{}", r.stdout);
+    assert_eq!(e.count("1"), 5);
+    assert_eq!(
+        e.redis.cron_log().len(),
+        logged,
+        "'not due yet' is not written to CRON_LOG"
+    );
+    // --force runs now.
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    assert_eq!(e.count("1"), 6);
+    // Neither switch on: nothing to do.
+    let off = e.config_named("off.toml", "", &e.redis.url()).to_owned();
+    let text = std::fs::read_to_string(&off)
+        .unwrap()
+        .replace("import_users = true", "import_users = false")
+        .replace("periodic_full_sync = true", "periodic_full_sync = false");
+    let off = write_config(e.path(), "off.toml", &text);
+    let r = e.sync(&off, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);
+}
+
+#[test]
+fn one_sync_at_a_time() {
+    let e = Env::new(200, "");
+    let cfg = e.config("");
+    // While another process holds the lock, a sync says so and exits 0.
+    let lock = std::fs::File::create(e.path().join("sync.lock")).unwrap();
+    lock.lock().unwrap();
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("already running"), "{}", r.stdout);
+    assert_eq!(e.count("1"), 0);
+    drop(lock);
+    // Two started together: one does the work.
+    let (c1, c2) = (cfg.clone(), cfg.clone());
+    let a = std::thread::spawn(move || admin(&c1, &["sync"], ""));
+    let b = std::thread::spawn(move || admin(&c2, &["sync"], ""));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!((a.code, b.code), (0, 0), "{a:?}\n{b:?}");
+    let ran = [&a, &b]
+        .iter()
+        .filter(|r| r.stdout.contains("done:"))
+        .count();
+    assert_eq!(ran, 1, "{a:?}\n{b:?}");
+    assert_eq!(e.count("1"), 201);
+}
+
+#[test]
+fn sync_racing_first_logins_makes_no_duplicates() {
+    let e = Env::new(60, "");
+    let cfg = e.config("page_size = 10\n");
+    let sync_cfg = cfg.clone();
+    let syncer = std::thread::spawn(move || admin(&sync_cfg, &["sync", "--force"], ""));
+    let logins: Vec<_> = (0..20)
+        .map(|i| {
+            let cfg = cfg.clone();
+            let dir = e.path().join(format!("login{i}"));
+            std::thread::spawn(move || {
+                std::fs::create_dir_all(&dir).unwrap();
+                let reply = StubReply::create(&dir);
+                checkpassword(
+                    &cfg,
+                    &creds(&format!("u{i}@example.org"), &format!("pw-{i}")),
+                    &[("SERVICE", "imap")],
+                    &reply,
+                )
+            })
+        })
+        .collect();
+    for l in logins {
+        let r = l.join().unwrap();
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let s = syncer.join().unwrap();
+    assert_eq!(s.code, 0, "{s:?}");
+    assert!(s.stdout.contains("failed 0"), "{}", s.stdout);
+    assert_eq!(e.count("1"), 61);
+    assert_eq!(e.db.value("SELECT COUNT(*) FROM alias"), "61");
+    assert_eq!(e.db.value("SELECT COUNT(*) FROM user_acl"), "61");
+}
+
+#[test]
+fn departed_users_are_marked_deactivated_and_reactivated() {
+    let e = Env::new(20, "");
+    let cfg = e.config(
+        "deactivate_missing = true\nmissing_grace_hours = 0\nmax_deactivate_percent = 20\n",
+    );
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    // An admin-disabled mailbox is left alone by all of this.
+    e.db.sql("UPDATE mailbox SET active = 0 WHERE username = 'u9@example.org'");
+    e.delete_user(3);
+    e.delete_user(9);
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("mark u3@example.org missing"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        e.db.value("SELECT active FROM mailbox WHERE username = 'u3@example.org'"),
+        "1",
+        "only marked on the first run"
+    );
+    assert_ne!(e.db.value("SELECT JSON_VALUE(attributes, '$.ldap_missing_since') FROM mailbox WHERE username = 'u3@example.org'"), "NULL");
+    // Still missing on the next complete run, grace over: deactivated, never deleted.
+    let r = e.sync(&cfg, &["--force"]);
+    assert!(
+        r.stdout.contains("deactivate u3@example.org"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        e.db.value("SELECT active FROM mailbox WHERE username = 'u3@example.org'"),
+        "0"
+    );
+    assert_eq!(
+        e.db.value("SELECT active FROM alias WHERE address = 'u3@example.org'"),
+        "0"
+    );
+    assert_eq!(e.count("1"), 21);
+    let r = checkpassword(
+        &cfg,
+        &creds("u3@example.org", ""),
+        &[("AUTHORIZED", "1")],
+        &StubReply::create(e.path()),
+    );
+    assert_eq!(
+        r.code, 3,
+        "a deactivated mailbox is unknown to lookups: {r:?}"
+    );
+    // Back in the directory: reactivated; the admin-disabled one stays disabled.
+    e.slapd.add(
+        &directory(4)
+            .split("\n\n")
+            .filter(|b| b.contains("uid=u3,"))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    );
+    e.slapd.add(
+        &directory(10)
+            .split("\n\n")
+            .filter(|b| b.contains("uid=u9,"))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    );
+    let r = e.sync(&cfg, &["--force"]);
+    assert!(
+        r.stdout.contains("reactivate u3@example.org"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        e.db.value("SELECT active FROM mailbox WHERE username = 'u3@example.org'"),
+        "1"
+    );
+    assert_eq!(
+        e.db.value("SELECT active FROM alias WHERE address = 'u3@example.org'"),
+        "1"
+    );
+    assert_eq!(e.db.value("SELECT JSON_EXISTS(attributes, '$.ldap_missing_since') FROM mailbox WHERE username = 'u3@example.org'"), "0");
+    assert_eq!(
+        e.db.value("SELECT active FROM mailbox WHERE username = 'u9@example.org'"),
+        "0"
+    );
+}
+
+#[test]
+fn the_cap_and_an_incomplete_search_deactivate_nothing() {
+    let e = Env::new(20, "");
+    let cfg = e.config(
+        "deactivate_missing = true\nmissing_grace_hours = 0\nmax_deactivate_percent = 10\n",
+    );
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    for i in 0..5 {
+        e.delete_user(i);
+    }
+    // 5 of 21 missing is over 10 %: nothing is marked, and the run says why.
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("more than sync.max_deactivate_percent = 10%"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        e.count("JSON_EXISTS(attributes, '$.ldap_missing_since')"),
+        0
+    );
+}
+
+#[test]
+fn a_size_limited_search_is_incomplete() {
+    // The server returns at most 30 entries to anyone: the search cannot complete.
+    let e = Env::new(100, "limits * size.soft=30 size.hard=30 size.prtotal=30");
+    let cfg = e.config(
+        "deactivate_missing = true\nmissing_grace_hours = 0\nmax_deactivate_percent = 100\n",
+    );
+    e.db.sql("INSERT INTO mailbox (username, password, name, quota, local_part, domain, attributes, authsource, active) \
+              VALUES ('u99@example.org', '', 'x', 1, 'u99', 'example.org', '{}', 'ldap', 1)");
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 111, "an incomplete search is a failed run: {r:?}");
+    assert!(r.stdout.contains("did not complete"), "{}", r.stdout);
+    assert_eq!(
+        e.count("JSON_EXISTS(attributes, '$.ldap_missing_since') OR active = 0"),
+        0,
+        "nothing marked"
+    );
+    // And the completion time was not recorded: the next run is still due.
+    assert!(!e.path().join("sync-state.json").exists());
+}
+
+#[test]
+fn redis_down_and_ldap_down() {
+    let e = Env::new(10, "");
+    let cfg = e.config_named(
+        "noredis.toml",
+        "",
+        &format!("redis://:x@127.0.0.1:{}", free_port()),
+    );
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.count("1"), 11);
+    assert_eq!(
+        r.stderr
+            .matches("cannot write to mailcow's CRON_LOG")
+            .count(),
+        1,
+        "reported once: {}",
+        r.stderr
+    );
+    let mut e = e;
+    let cfg = e.config("");
+    e.slapd.stop();
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 111, "{r:?}");
+}
