@@ -4,11 +4,11 @@
 //! exit status.
 
 use crate::config::Config;
-use crate::directory::{Directory, Found, Trace, UserEntry};
+use crate::directory::{Backend, Directory, Found, Trace, UserEntry};
 use crate::health::unix_now;
 use crate::log;
 use crate::mailcow::{Created, MailboxRow, Store, Template};
-use crate::outcome::{Failure, RequestKind};
+use crate::outcome::{Failure, RequestKind, Verdict};
 use crate::provision;
 use crate::secret::Secret;
 use std::time::Instant;
@@ -131,6 +131,48 @@ pub fn wanted_attributes(cfg: &Config) -> Vec<&str> {
     a
 }
 
+/// What one decision's log line says.
+pub struct LogLine<'a> {
+    pub kind: RequestKind,
+    pub login: &'a str,
+    pub service: Option<&'a str>,
+    pub remote_ip: Option<&'a str>,
+    pub result: &'a Result<Accepted, Failure>,
+    pub host: Option<&'a str>,
+    pub started: Instant,
+    /// The front end, when not checkpassword (`http`, `saslauthd`).
+    pub via: Option<&'a str>,
+}
+
+/// Log one decision (one line, never a password) and return its verdict.
+pub fn log_decision(l: &LogLine) -> Verdict {
+    let (verdict, reason) = match l.result {
+        Ok(_) => (Verdict::Accept, String::new()),
+        Err(f) => (f.verdict(l.kind), f.to_string()),
+    };
+    let line = format!(
+        "{} user=\"{}\" service={} rip={} result={} reason=\"{}\" host={} ms={}{}",
+        if l.kind == RequestKind::Lookup {
+            "lookup"
+        } else {
+            "login"
+        },
+        log::clean(l.login),
+        log::clean(l.service.unwrap_or("-")),
+        log::clean(l.remote_ip.unwrap_or("-")),
+        verdict.word(),
+        log::clean(&reason),
+        l.host.unwrap_or("-"),
+        l.started.elapsed().as_millis(),
+        l.via.map(|v| format!(" via={v}")).unwrap_or_default(),
+    );
+    match verdict {
+        Verdict::Accept | Verdict::Reject | Verdict::Unknown => log::info(&line),
+        Verdict::Temporary | Verdict::Misuse => log::error(&line),
+    }
+    verdict
+}
+
 /// The template for an entry: the first mapping, in configured order, whose
 /// value equals any value of the attribute field; else the default template.
 /// Returns the template and the value that selected it (`None` for the default).
@@ -152,12 +194,14 @@ pub fn choose_template<'a>(
         .map(|t| (t, None))
 }
 
-/// Decide one request. `deadline` bounds the whole of it. `store` is an open
-/// database connection, if the caller has one (else one is opened when the
-/// configuration has a `[database]`).
+/// Decide one request. `deadline` bounds the whole of it. `ldap` says where
+/// directory connections come from; `store` is the caller's database
+/// connection slot: used if filled, filled when empty and the configuration
+/// has a `[database]`, so a long-running caller can keep it.
 pub fn decide(
     cfg: &Config,
-    store: Option<Store>,
+    ldap: Backend,
+    store: &mut Option<Store>,
     req: &Request,
     deadline: Instant,
     trace: &mut dyn Trace,
@@ -167,7 +211,16 @@ pub fn decide(
         host: None,
         entry: None,
     };
-    d.result = decide_inner(cfg, store, req, deadline, trace, &mut d.host, &mut d.entry);
+    d.result = decide_inner(
+        cfg,
+        ldap,
+        store,
+        req,
+        deadline,
+        trace,
+        &mut d.host,
+        &mut d.entry,
+    );
     d
 }
 
@@ -180,9 +233,11 @@ fn fields(cfg: &Config, user: &str, quota: Option<u64>) -> UserFields {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decide_inner(
     cfg: &Config,
-    store: Option<Store>,
+    ldap: Backend,
+    store: &mut Option<Store>,
     req: &Request,
     deadline: Instant,
     trace: &mut dyn Trace,
@@ -198,11 +253,9 @@ fn decide_inner(
             _ => return Err(Failure::BadRequest("empty password".into())),
         },
     };
-    let mut store = match (store, &cfg.database) {
-        (Some(s), _) => Some(s),
-        (None, Some(db)) => Some(Store::connect(db, deadline)?),
-        (None, None) => None,
-    };
+    if let (None, Some(db)) = (store.as_ref(), &cfg.database) {
+        *store = Some(Store::connect(db, deadline)?);
+    }
 
     // With a database, a lookup is answered from mailcow's mailboxes alone.
     if let (RequestKind::Lookup, Some(store)) = (req.kind, store.as_mut()) {
@@ -235,7 +288,7 @@ fn decide_inner(
     }
 
     let attrs = wanted_attributes(cfg);
-    let mut dir = Directory::new(&cfg.ldap, &cfg.state_dir, deadline);
+    let mut dir = Directory::with_backend(&cfg.ldap, ldap, deadline);
     let found = dir.find_user(&req.login, password, &attrs, trace);
     *host = dir.answered_by.as_ref().map(|h| h.label());
     let Found { entry, host: h } = found?;

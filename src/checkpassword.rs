@@ -7,7 +7,7 @@
 //! * otherwise it exits with the status [`crate::outcome`] decides.
 
 use crate::auth::{self, Accepted, Request};
-use crate::directory::Silent;
+use crate::directory::{Backend, Silent};
 use crate::log;
 use crate::mailcow;
 use crate::outcome::{Failure, RequestKind, Verdict};
@@ -145,10 +145,11 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
     };
 
     // The configuration (and, with settings_from_database, mailcow's own settings).
-    let (cfg, store) = match mailcow::load_config(config_path, started + Duration::from_secs(10)) {
-        Ok(c) => c,
-        Err(f) => return finish(&ctx, None, Err(f), None, reply),
-    };
+    let (cfg, mut store) =
+        match mailcow::load_config(config_path, started + Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(f) => return finish(&ctx, None, Err(f), None, reply),
+        };
     log::init(cfg.log_target);
     start_watchdog(cfg.login_timeout + Duration::from_millis(500));
     if cfg.ldap.ignore_ssl_errors {
@@ -174,7 +175,8 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
     };
     let decision = auth::decide(
         &cfg,
-        store,
+        Backend::OneShot(&cfg.state_dir),
+        &mut store,
         &request,
         started + cfg.login_timeout,
         &mut Silent,
@@ -200,29 +202,16 @@ fn finish(
     host: Option<&str>,
     reply: &[OsString],
 ) -> ExitCode {
-    let (verdict, reason) = match &result {
-        Ok(_) => (Verdict::Accept, String::new()),
-        Err(f) => (f.verdict(ctx.kind), f.to_string()),
-    };
-    let line = format!(
-        "{} user=\"{}\" service={} rip={} result={} reason=\"{}\" host={} ms={}",
-        if ctx.kind == RequestKind::Lookup {
-            "lookup"
-        } else {
-            "login"
-        },
-        log::clean(login.unwrap_or("")),
-        log::clean(ctx.service.as_deref().unwrap_or("-")),
-        log::clean(ctx.remote_ip.as_deref().unwrap_or("-")),
-        verdict.word(),
-        log::clean(&reason),
-        host.unwrap_or("-"),
-        ctx.started.elapsed().as_millis()
-    );
-    match verdict {
-        Verdict::Accept | Verdict::Reject | Verdict::Unknown => log::info(&line),
-        Verdict::Temporary | Verdict::Misuse => log::error(&line),
-    }
+    let verdict = auth::log_decision(&auth::LogLine {
+        kind: ctx.kind,
+        login: login.unwrap_or(""),
+        service: ctx.service.as_deref(),
+        remote_ip: ctx.remote_ip.as_deref(),
+        result: &result,
+        host,
+        started: ctx.started,
+        via: None,
+    });
     match result {
         Ok(acc) => exec_reply(&acc, ctx.kind, reply),
         Err(_) => exit(verdict),

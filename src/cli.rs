@@ -22,6 +22,8 @@ Commands:
                                  filter; and the database and templates when configured
   sync [--dry-run] [--force]     Import users and sync mailboxes from the directory (run it from
                                  a timer; it decides itself when a run is due)
+  serve                          Long-running service: HTTP/JSON for Dovecot's Lua passdb
+                                 (mailcow, Dovecot 2.4) and a saslauthd socket for Postfix
 
 Options:
   -c, --config FILE  Configuration file (default /etc/mailcow-ldap-auth/config.toml,
@@ -44,6 +46,7 @@ pub enum Command {
         dry_run: bool,
     },
     ConnectionTest,
+    Serve,
     Sync {
         dry_run: bool,
         force: bool,
@@ -85,6 +88,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, String> {
                         Command::ConnectionTest
                     }
                     "sync" => parse_sync(&mut p)?,
+                    "serve" => {
+                        no_more(&mut p)?;
+                        Command::Serve
+                    }
                     "help" => Command::Help,
                     other => return Err(format!("unknown command \"{other}\" (see --help)")),
                 };
@@ -174,6 +181,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             diagnose::test_user(cfg, &user, lookup, dry_run)
         }),
         Command::ConnectionTest => with_config(&path, diagnose::connection_test),
+        Command::Serve => crate::serve::run(&path),
         Command::Sync { dry_run, force } => with_config(&path, |cfg| {
             crate::sync::run(cfg, crate::sync::Options { dry_run, force })
         }),

@@ -52,6 +52,8 @@ pub struct RawConfig {
     pub mailcow: RawMailcow,
     #[serde(default)]
     pub sync: RawSync,
+    #[serde(default)]
+    pub serve: RawServe,
 }
 
 /// `hosts` may be written as `"a, b"` or `["a", "b"]`.
@@ -170,6 +172,22 @@ pub struct RawSync {
     pub deactivate_missing: Option<bool>,
     pub missing_grace_hours: Option<u64>,
     pub max_deactivate_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServe {
+    pub http_listen: Option<String>,
+    pub http_secret_file: Option<String>,
+    pub saslauthd_socket: Option<String>,
+    pub socket_mode: Option<String>,
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    pub workers: Option<usize>,
+    pub queue_timeout_ms: Option<u64>,
+    pub ldap_connections: Option<usize>,
+    pub db_connections: Option<usize>,
+    pub max_body_bytes: Option<usize>,
 }
 
 /// Settings that mailcow's UI keeps in the `identity_provider` table, in the
@@ -313,6 +331,22 @@ pub struct SyncConfig {
     pub max_deactivate_percent: u32,
 }
 
+/// `[serve]`: the long-running service.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub http_listen: Option<std::net::SocketAddr>,
+    pub http_secret: Option<Secret>,
+    pub saslauthd_socket: Option<PathBuf>,
+    pub socket_mode: u32,
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    pub workers: usize,
+    pub queue_timeout: Duration,
+    pub ldap_connections: usize,
+    pub db_connections: usize,
+    pub max_body_bytes: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogTarget {
     /// syslog when `/dev/log` answers, else stderr.
@@ -335,6 +369,7 @@ pub struct Config {
     pub settings_from_database: bool,
     pub redis_url: Option<Secret>,
     pub sync: SyncConfig,
+    pub serve: ServeConfig,
 }
 
 // ---------------------------------------------------------------------------
@@ -601,6 +636,8 @@ impl RawConfig {
             return Err(err("login_timeout_ms must be between 100 and 600000".into()));
         }
 
+        let serve = validate_serve(path, self.serve)?;
+
         Ok(Config {
             path: path.to_owned(),
             state_dir: self
@@ -620,8 +657,76 @@ impl RawConfig {
                 .filter(|s| !s.is_empty())
                 .map(Secret::new),
             sync,
+            serve,
         })
     }
+}
+
+fn validate_serve(path: &Path, r: RawServe) -> Result<ServeConfig, ConfigError> {
+    let err = |message: String| ConfigError {
+        file: path.to_owned(),
+        message,
+    };
+    let http_listen = match r.http_listen.filter(|s| !s.trim().is_empty()) {
+        None => None,
+        Some(a) => Some(a.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            err(format!(
+                "serve.http_listen = \"{a}\": expected IP:PORT, e.g. \"127.0.0.1:9083\""
+            ))
+        })?),
+    };
+    let http_secret = match r.http_secret_file.filter(|s| !s.trim().is_empty()) {
+        None => None,
+        Some(f) => Some(read_secret_file(path, "serve.http_secret_file", &f)?),
+    };
+    let mode_text = r.socket_mode.unwrap_or_else(|| "0660".to_owned());
+    let socket_mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            err(format!(
+                "serve.socket_mode = \"{mode_text}\": expected an octal mode like \"0660\""
+            ))
+        })?;
+    let workers = r.workers.unwrap_or(16);
+    if !(1..=1024).contains(&workers) {
+        return Err(err("serve.workers must be between 1 and 1024".into()));
+    }
+    let ldap_connections = r.ldap_connections.unwrap_or(8);
+    let db_connections = r.db_connections.unwrap_or(4);
+    if ldap_connections > 256 || db_connections > 256 {
+        return Err(err(
+            "serve.ldap_connections and serve.db_connections must be at most 256".into(),
+        ));
+    }
+    let max_body_bytes = r.max_body_bytes.unwrap_or(8192);
+    if !(256..=1_048_576).contains(&max_body_bytes) {
+        return Err(err(
+            "serve.max_body_bytes must be between 256 and 1048576".into()
+        ));
+    }
+    let queue = r.queue_timeout_ms.unwrap_or(2000);
+    if !(1..=600_000).contains(&queue) {
+        return Err(err(
+            "serve.queue_timeout_ms must be between 1 and 600000".into()
+        ));
+    }
+    Ok(ServeConfig {
+        http_listen,
+        http_secret,
+        saslauthd_socket: r
+            .saslauthd_socket
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from),
+        socket_mode,
+        socket_owner: r.socket_owner.filter(|s| !s.is_empty()),
+        socket_group: r.socket_group.filter(|s| !s.is_empty()),
+        workers,
+        queue_timeout: Duration::from_millis(queue),
+        ldap_connections,
+        db_connections,
+        max_body_bytes,
+    })
 }
 
 fn non_empty_or(v: Option<String>, default: &str) -> String {

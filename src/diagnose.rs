@@ -98,7 +98,15 @@ pub fn test_user(cfg: &Config, login: &str, lookup_only: bool, dry_run: bool) ->
         }
     );
     let started = Instant::now();
-    let decision = auth::decide(cfg, None, &req, started + cfg.login_timeout, &mut Printer);
+    let backend = crate::directory::Backend::OneShot(&cfg.state_dir);
+    let decision = auth::decide(
+        cfg,
+        backend,
+        &mut None,
+        &req,
+        started + cfg.login_timeout,
+        &mut Printer,
+    );
     let ms = started.elapsed().as_millis();
     if let Some(entry) = &decision.entry {
         match &cfg.ldap.attribute_field {

@@ -15,7 +15,7 @@ use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOpt
 use rustls::ClientConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// LDAP result codes (RFC 4511, appendix A) this module acts on.
@@ -167,10 +167,95 @@ fn result_failure(what: &str, r: &ldap3::LdapResult) -> String {
     }
 }
 
+/// Service-bound connections kept warm by the long-running `serve`, and the
+/// in-process memory of failed hosts.
+pub struct LdapPool {
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    max_age: Duration,
+    health: Mutex<HostHealth>,
+}
+
+struct Idle {
+    host: Host,
+    conn: LdapConn,
+    since: Instant,
+}
+
+impl LdapPool {
+    pub fn new(max_idle: usize) -> LdapPool {
+        LdapPool {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            // Servers drop idle connections; don't offer one that may be dead.
+            max_age: Duration::from_secs(60),
+            health: Mutex::new(HostHealth::default()),
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_health(&self) -> std::sync::MutexGuard<'_, HostHealth> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A warm connection to `host`, checked before reuse, if one is idle.
+    fn take(&self, host: &Host) -> Option<LdapConn> {
+        let mut idle = self.lock_idle();
+        let max_age = self.max_age;
+        idle.retain(|i| i.since.elapsed() < max_age);
+        while let Some(pos) = idle.iter().rposition(|i| &i.host == host) {
+            let mut i = idle.swap_remove(pos);
+            if !i.conn.is_closed() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Give a healthy connection back (dropped when the pool is full).
+    fn put(&self, host: &Host, conn: LdapConn) {
+        let mut idle = self.lock_idle();
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                host: host.clone(),
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Idle connections right now (for tests and /health).
+    pub fn idle_count(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    /// A copy of the failed-host memory.
+    pub fn health(&self) -> HostHealth {
+        self.lock_health().clone()
+    }
+
+    /// Forget every idle connection (after a configuration reload).
+    pub fn clear(&self) {
+        self.lock_idle().clear();
+    }
+}
+
+/// Where a request finds its connections and keeps its memory of failed hosts.
+#[derive(Clone, Copy)]
+pub enum Backend<'a> {
+    /// One-shot process (checkpassword): fresh connections, memory in `state_dir`.
+    OneShot(&'a Path),
+    /// Long-running service: pooled searches, memory shared in-process.
+    Pooled(&'a LdapPool),
+}
+
 /// Host order, TLS settings and deadline for one request against the directory.
 pub struct Directory<'a> {
     cfg: &'a LdapConfig,
-    state_dir: &'a Path,
+    backend: Backend<'a>,
     tls: Option<Arc<ClientConfig>>,
     health: HostHealth,
     deadline: Instant,
@@ -179,15 +264,42 @@ pub struct Directory<'a> {
 }
 
 impl<'a> Directory<'a> {
-    /// Prepare a request that must finish by `deadline`. Reads the host health file.
+    /// Prepare a one-shot request that must finish by `deadline`. Reads the host health file.
     pub fn new(cfg: &'a LdapConfig, state_dir: &'a Path, deadline: Instant) -> Directory<'a> {
+        Self::with_backend(cfg, Backend::OneShot(state_dir), deadline)
+    }
+
+    pub fn with_backend(
+        cfg: &'a LdapConfig,
+        backend: Backend<'a>,
+        deadline: Instant,
+    ) -> Directory<'a> {
+        let health = match backend {
+            Backend::OneShot(dir) => HostHealth::load(dir),
+            Backend::Pooled(pool) => pool.health(),
+        };
         Directory {
             cfg,
-            state_dir,
+            backend,
             tls: None,
-            health: HostHealth::load(state_dir),
+            health,
             deadline,
             answered_by: None,
+        }
+    }
+
+    fn mark_ok(&mut self, host: &Host) {
+        self.health.mark_ok(host);
+        if let Backend::Pooled(pool) = self.backend {
+            pool.lock_health().mark_ok(host);
+        }
+    }
+
+    fn mark_failed(&mut self, host: &Host) {
+        let now = unix_now();
+        self.health.mark_failed(host, now);
+        if let Backend::Pooled(pool) = self.backend {
+            pool.lock_health().mark_failed(host, now);
         }
     }
 
@@ -404,14 +516,14 @@ impl<'a> Directory<'a> {
             ));
             match attempt(self, host, trace) {
                 Ok(v) => {
-                    self.health.mark_ok(host);
+                    self.mark_ok(host);
                     result = Some(Ok((v, host.clone())));
                     break;
                 }
                 Err(Attempt::Final(f)) => {
                     // The server answered: it is alive.
                     if !matches!(f, Failure::Temporary(_)) {
-                        self.health.mark_ok(host);
+                        self.mark_ok(host);
                     }
                     self.answered_by = Some(host.clone());
                     result = Some(Err(f));
@@ -424,7 +536,7 @@ impl<'a> Directory<'a> {
                         hf.reason,
                         hf.hint
                     ));
-                    self.health.mark_failed(host, unix_now());
+                    self.mark_failed(host);
                     failures.push(format!("{}: {}", host.label(), hf.reason));
                     if self.remaining().is_err() {
                         break;
@@ -432,7 +544,9 @@ impl<'a> Directory<'a> {
                 }
             }
         }
-        self.health.save(self.state_dir);
+        if let Backend::OneShot(dir) = self.backend {
+            self.health.save(dir);
+        }
         result.unwrap_or_else(|| {
             Err(Failure::Temporary(format!(
                 "no directory host usable: {}",
@@ -449,6 +563,9 @@ impl<'a> Directory<'a> {
         attrs: &[&str],
         trace: &mut dyn Trace,
     ) -> Result<UserEntry, Attempt> {
+        if let Backend::Pooled(pool) = self.backend {
+            return self.try_host_pooled(pool, host, login, password, attrs, trace);
+        }
         let mut conn = self.connect(host)?;
         trace.step(&format!("host {}: connected", host.label()));
         self.service_bind(&mut conn)?;
@@ -458,10 +575,55 @@ impl<'a> Directory<'a> {
         });
         let entry = self.search(&mut conn, login, attrs, trace)?;
         if let Some(pw) = password {
+            // Same connection, then dropped: saves a handshake in a one-shot process.
             self.user_bind(&mut conn, &entry.dn, pw)?;
             trace.step(&format!("user bind as {}: ok", entry.dn));
         }
         let _ = conn.unbind();
+        Ok(entry)
+    }
+
+    /// Search on a warm service-bound connection (replaced once if it turns
+    /// out dead), then bind as the user on a fresh connection that is dropped.
+    fn try_host_pooled(
+        &mut self,
+        pool: &LdapPool,
+        host: &Host,
+        login: &str,
+        password: Option<&Secret>,
+        attrs: &[&str],
+        trace: &mut dyn Trace,
+    ) -> Result<UserEntry, Attempt> {
+        let mut reused = pool.take(host);
+        let entry = loop {
+            let was_reused = reused.is_some();
+            let mut conn = match reused.take() {
+                Some(c) => c,
+                None => {
+                    let mut c = self.connect(host)?;
+                    self.service_bind(&mut c)?;
+                    c
+                }
+            };
+            match self.search(&mut conn, login, attrs, trace) {
+                Ok(e) => {
+                    pool.put(host, conn);
+                    break e;
+                }
+                // A warm connection the server had closed: try once more on a new one.
+                Err(Attempt::NextHost(_)) if was_reused => continue,
+                Err(Attempt::Final(f)) if !matches!(f, Failure::Temporary(_)) => {
+                    pool.put(host, conn);
+                    return Err(Attempt::Final(f));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(pw) = password {
+            let mut conn = self.connect(host)?;
+            self.user_bind(&mut conn, &entry.dn, pw)?;
+            let _ = conn.unbind();
+        }
         Ok(entry)
     }
 }

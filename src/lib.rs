@@ -17,5 +17,6 @@ pub mod mailcow;
 pub mod outcome;
 pub mod provision;
 pub mod secret;
+pub mod serve;
 pub mod sync;
 pub mod tls;

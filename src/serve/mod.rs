@@ -1,0 +1,388 @@
+//! `serve`: a long-running auth service for Dovecot 2.4 / mailcow's Lua
+//! passdb (HTTP/JSON) and for Postfix through Cyrus saslauthd's socket
+//! protocol. Every request goes through [`crate::auth::decide`], the same
+//! decision `checkpassword` makes, with warm LDAP and database connections.
+//!
+//! Threads: one acceptor per listener, a bounded queue, a fixed pool of
+//! workers, one signal thread. SIGTERM/SIGINT drain what was accepted and
+//! exit 0; SIGHUP reloads the configuration (a bad one is reported and the
+//! old one kept).
+
+mod http;
+mod queue;
+mod saslauthd;
+
+use crate::auth::{self, Decision, Request};
+use crate::config::Config;
+use crate::directory::{Backend, LdapPool, Silent};
+use crate::log;
+use crate::mailcow::{self, Store};
+use crate::outcome::Failure;
+use queue::BoundedQueue;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// I/O limit on a client connection (slow clients must not hold a worker).
+const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pooled database connection idle longer than this is pinged before reuse.
+const DB_PING_AFTER: Duration = Duration::from_secs(10);
+
+/// Everything a request needs; replaced whole on SIGHUP.
+pub struct Runtime {
+    pub cfg: Config,
+    pub ldap: LdapPool,
+    db: Mutex<Vec<(Store, Instant)>>,
+}
+
+impl Runtime {
+    pub fn new(cfg: Config) -> Runtime {
+        let ldap = LdapPool::new(cfg.serve.ldap_connections);
+        Runtime {
+            cfg,
+            ldap,
+            db: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_store(&self) -> Option<Store> {
+        loop {
+            let (mut store, since) = self.db.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            if since.elapsed() < DB_PING_AFTER || store.ping().is_ok() {
+                return Some(store);
+            }
+        }
+    }
+
+    fn put_store(&self, store: Store) {
+        let mut pool = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < self.cfg.serve.db_connections {
+            pool.push((store, Instant::now()));
+        }
+    }
+
+    /// Decide one request with pooled connections.
+    pub fn decide(&self, req: &Request) -> Decision {
+        let mut slot = if self.cfg.database.is_some() {
+            self.take_store()
+        } else {
+            None
+        };
+        let deadline = Instant::now() + self.cfg.login_timeout;
+        let d = auth::decide(
+            &self.cfg,
+            Backend::Pooled(&self.ldap),
+            &mut slot,
+            req,
+            deadline,
+            &mut Silent,
+        );
+        if let Some(store) = slot {
+            // After a temporary failure the connection may be the problem: drop it.
+            if !matches!(d.result, Err(Failure::Temporary(_))) {
+                self.put_store(store);
+            }
+        }
+        d
+    }
+
+    /// Whether the database answers now (for /health).
+    pub fn database_status(&self) -> Option<Result<(), String>> {
+        let db = self.cfg.database.as_ref()?;
+        let res = match self.take_store() {
+            Some(store) => {
+                self.put_store(store);
+                Ok(())
+            }
+            None => match Store::connect(db, Instant::now() + Duration::from_secs(3)) {
+                Ok(store) => {
+                    self.put_store(store);
+                    Ok(())
+                }
+                Err(f) => Err(f.to_string()),
+            },
+        };
+        Some(res)
+    }
+}
+
+/// The shared, swappable runtime.
+pub struct Shared {
+    current: RwLock<Arc<Runtime>>,
+    config_path: PathBuf,
+}
+
+impl Shared {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Load the configuration again; keep the old one if the new one is bad.
+    pub fn reload(&self) -> Result<(), String> {
+        let (cfg, _) =
+            mailcow::load_config(&self.config_path, Instant::now() + Duration::from_secs(10))
+                .map_err(|f| f.to_string())?;
+        let old = self.runtime();
+        if cfg.serve.http_listen != old.cfg.serve.http_listen
+            || cfg.serve.saslauthd_socket != old.cfg.serve.saslauthd_socket
+            || cfg.serve.workers != old.cfg.serve.workers
+        {
+            log::warn("serve: listeners and workers keep their old settings until a restart");
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Runtime::new(cfg));
+        Ok(())
+    }
+}
+
+/// A connection waiting for a worker.
+enum Job {
+    Http(TcpStream),
+    Sasl(UnixStream),
+}
+
+/// Tell systemd (Type=notify) about our state, if it is listening.
+fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let _ = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), Path::new(&path))
+    };
+}
+
+/// Bind the saslauthd socket: replace a stale socket file (never another kind
+/// of file), then apply mode and owner.
+fn bind_unix(cfg: &Config, path: &Path) -> Result<UnixListener, String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{} exists and is not a socket: refusing to replace it",
+                path.display()
+            ));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{} is in use by another process (is saslauthd running?)",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.serve.socket_mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    let uid = cfg
+        .serve
+        .socket_owner
+        .as_deref()
+        .map(|u| lookup_id("/etc/passwd", u))
+        .transpose()?;
+    let gid = cfg
+        .serve
+        .socket_group
+        .as_deref()
+        .map(|g| lookup_id("/etc/group", g))
+        .transpose()?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid)
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+    }
+    Ok(l)
+}
+
+/// A user or group id by name (or number) from a passwd-style file.
+fn lookup_id(file: &str, name: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let (n, _, id) = (f.next()?, f.next()?, f.next()?);
+            (n == name).then(|| id.parse().ok()).flatten()
+        })
+        .next()
+        .ok_or_else(|| format!("\"{name}\" not found in {file}"))
+}
+
+/// The `serve` command.
+pub fn run(config_path: &Path) -> ExitCode {
+    let (cfg, _) = match mailcow::load_config(config_path, Instant::now() + Duration::from_secs(10))
+    {
+        Ok(c) => c,
+        Err(f) => {
+            eprintln!("mailcow-ldap-auth serve: {f}");
+            return ExitCode::from(111);
+        }
+    };
+    log::init(cfg.log_target);
+    if cfg.serve.http_listen.is_none() && cfg.serve.saslauthd_socket.is_none() {
+        eprintln!(
+            "mailcow-ldap-auth serve: set serve.http_listen and/or serve.saslauthd_socket in {}",
+            config_path.display()
+        );
+        return ExitCode::from(2);
+    }
+    if cfg.ldap.ignore_ssl_errors {
+        log::warn("ldap.ignore_ssl_errors = true: the directory's TLS certificate is NOT verified");
+    }
+    let http = match cfg.serve.http_listen.map(TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "mailcow-ldap-auth serve: cannot listen on {:?}: {e}",
+                cfg.serve.http_listen
+            );
+            return ExitCode::from(111);
+        }
+    };
+    let sasl_path = cfg.serve.saslauthd_socket.clone();
+    let sasl = match sasl_path.as_deref().map(|p| bind_unix(&cfg, p)).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mailcow-ldap-auth serve: {e}");
+            return ExitCode::from(111);
+        }
+    };
+    let workers = cfg.serve.workers;
+    let queue_timeout = cfg.serve.queue_timeout;
+    let shared = Arc::new(Shared {
+        current: RwLock::new(Arc::new(Runtime::new(cfg))),
+        config_path: config_path.to_owned(),
+    });
+    let queue: Arc<BoundedQueue<Job>> = Arc::new(BoundedQueue::new(workers * 4));
+    let stopping = Arc::new(AtomicBool::new(false));
+
+    let mut threads = Vec::new();
+    for i in 0..workers {
+        let (queue, shared) = (queue.clone(), shared.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    while let Some(job) = queue.pop() {
+                        let rt = shared.runtime();
+                        match job {
+                            Job::Http(s) => http::handle(&rt, s),
+                            Job::Sasl(s) => saslauthd::handle(&rt, s),
+                        }
+                    }
+                })
+                .expect("spawn worker"),
+        );
+    }
+    let mut acceptors = Vec::new();
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = http {
+        let (queue, stopping) = (queue.clone(), stopping.clone());
+        acceptors.push(std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = conn else { continue };
+                let _ = s.set_read_timeout(Some(CLIENT_IO_TIMEOUT));
+                let _ = s.set_write_timeout(Some(CLIENT_IO_TIMEOUT));
+                if let Err(Job::Http(s)) = queue.push_timeout(Job::Http(s), queue_timeout) {
+                    http::busy(s);
+                }
+            }
+        }));
+    }
+    if let Some(l) = sasl {
+        let (queue, stopping) = (queue.clone(), stopping.clone());
+        acceptors.push(std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = conn else { continue };
+                let _ = s.set_read_timeout(Some(CLIENT_IO_TIMEOUT));
+                let _ = s.set_write_timeout(Some(CLIENT_IO_TIMEOUT));
+                // Over capacity: close without a reply, a temporary failure for the client.
+                let _ = queue.push_timeout(Job::Sasl(s), queue_timeout);
+            }
+        }));
+    }
+    log::info(&format!(
+        "serve: ready{}{}, {workers} workers",
+        http_addr
+            .map(|a| format!(", http on {a}"))
+            .unwrap_or_default(),
+        sasl_path
+            .as_ref()
+            .map(|p| format!(", saslauthd on {}", p.display()))
+            .unwrap_or_default()
+    ));
+    notify("READY=1");
+
+    // Signals, on this thread.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mailcow-ldap-auth serve: cannot handle signals: {e}");
+            return ExitCode::from(111);
+        }
+    };
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            notify("RELOADING=1");
+            match shared.reload() {
+                Ok(()) => log::info("serve: configuration reloaded"),
+                Err(e) => log::error(&format!(
+                    "serve: reload failed, keeping the old configuration: {e}"
+                )),
+            }
+            notify("READY=1");
+            continue;
+        }
+        break;
+    }
+    notify("STOPPING=1");
+    log::info("serve: stopping: finishing the requests already accepted");
+    stopping.store(true, Ordering::SeqCst);
+    // Wake the acceptors so they see the flag.
+    if let Some(a) = http_addr {
+        let _ = TcpStream::connect_timeout(&a, Duration::from_secs(1));
+    }
+    if let Some(p) = &sasl_path {
+        let _ = UnixStream::connect(p);
+    }
+    for a in acceptors {
+        let _ = a.join();
+    }
+    queue.close();
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(p) = &sasl_path {
+        let _ = std::fs::remove_file(p);
+    }
+    log::info("serve: stopped");
+    ExitCode::SUCCESS
+}
