@@ -163,6 +163,18 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         }
     };
     let path = config::resolve_path(cli.config);
+    // A bug must never look like a wrong password to Dovecot: any panic is a
+    // temporary failure (111), logged without the request's data.
+    if matches!(cli.command, Command::Checkpassword { .. }) {
+        std::panic::set_hook(Box::new(|info| {
+            let place = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            crate::log::error(&format!("result=tempfail reason=\"internal error{place}\""));
+            std::process::exit(i32::from(Verdict::Temporary.exit_code()));
+        }));
+    }
     match cli.command {
         Command::Help => {
             print!("{USAGE}");
