@@ -10,6 +10,7 @@ use crate::log;
 use crate::mailcow::{Created, MailboxRow, Store, Template};
 use crate::outcome::{Failure, RequestKind, Verdict};
 use crate::provision;
+use crate::provision::NewMailbox;
 use crate::secret::Secret;
 use std::time::Instant;
 
@@ -387,12 +388,13 @@ fn update_existing(
     }
 }
 
-/// The template a new mailbox would get, or why there is none.
-fn template_for_new(
+/// The mailbox a first login would create, or why there is none.
+fn planned_mailbox(
     cfg: &Config,
     store: &mut Store,
     entry: &UserEntry,
-) -> Result<Template, Failure> {
+    address: &str,
+) -> Result<NewMailbox, Failure> {
     if !cfg.provisioning.login_provisioning {
         return Err(Failure::Denied(
             "no mailbox, and provisioning.login_provisioning is off".into(),
@@ -401,11 +403,18 @@ fn template_for_new(
     let (name, _) = choose_template(cfg, entry).ok_or_else(|| {
         Failure::Denied("no attribute mapping matched and no default_template is set".into())
     })?;
-    store.template(name)?.ok_or_else(|| {
+    let template = store.template(name)?.ok_or_else(|| {
         Failure::Denied(format!(
             "mailbox template \"{name}\" does not exist in mailcow"
         ))
-    })
+    })?;
+    let display = provision::display_name(entry, address);
+    Ok(provision::new_mailbox(
+        address,
+        &display,
+        &template,
+        &provision::sql_datetime(unix_now()),
+    ))
 }
 
 /// What a first login would create, checked against the domain, written nowhere.
@@ -416,19 +425,13 @@ fn create_new_dry_run(
     address: &str,
     trace: &mut dyn Trace,
 ) -> Result<Accepted, Failure> {
-    let template = template_for_new(cfg, store, entry)?;
-    let new = provision::new_mailbox(
-        address,
-        &provision::display_name(entry, address),
-        &template,
-        &provision::sql_datetime(unix_now()),
-    );
+    let new = planned_mailbox(cfg, store, entry, address)?;
     let domain = store.domain(&new.domain)?;
     let quota = provision::check_domain_room(&new.domain, new.template_quota, domain.as_ref())?;
     trace.step(&format!(
         "dry run: would create mailbox {address} (name \"{}\", template \"{}\", quota {quota} bytes, active {}), \
          its alias, quota2/quota2replica rows, user_acl {:?}, tags {:?}",
-        new.name, template.name, new.active, new.acl, new.tags
+        new.name, new.template, new.active, new.acl, new.tags
     ));
     Ok(Accepted {
         fields: fields(cfg, address, Some(quota)),
@@ -444,28 +447,10 @@ fn create_new(
     address: &str,
     trace: &mut dyn Trace,
 ) -> Result<MailboxRow, Failure> {
-    if !cfg.provisioning.login_provisioning {
-        return Err(Failure::Denied(
-            "no mailbox, and provisioning.login_provisioning is off".into(),
-        ));
-    }
-    let (name, _) = choose_template(cfg, entry).ok_or_else(|| {
-        Failure::Denied("no attribute mapping matched and no default_template is set".into())
-    })?;
-    let template = store.template(name)?.ok_or_else(|| {
-        Failure::Denied(format!(
-            "mailbox template \"{name}\" does not exist in mailcow"
-        ))
-    })?;
-    let display = provision::display_name(entry, address);
-    let new = provision::new_mailbox(
-        address,
-        &display,
-        &template,
-        &provision::sql_datetime(unix_now()),
-    );
+    let new = planned_mailbox(cfg, store, entry, address)?;
     trace.step(&format!(
-        "creating mailbox {address} from template \"{name}\""
+        "creating mailbox {address} from template \"{}\"",
+        new.template
     ));
     let created = store.create_mailbox(&new, |d| {
         provision::check_domain_room(&new.domain, new.template_quota, d)
@@ -474,7 +459,7 @@ fn create_new(
         log::info(&format!(
             "mailbox {} created from template \"{}\"",
             log::clean(address),
-            log::clean(name)
+            log::clean(&new.template)
         ));
     }
     store.mailbox(address)?.ok_or_else(|| {

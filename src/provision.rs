@@ -12,26 +12,6 @@ use sha1::{Digest, Sha1};
 
 pub const MIB: u64 = 1024 * 1024;
 
-/// `user_acl` columns a template may set through its `acl_<column>` keys.
-/// (A whitelist: these names are put into SQL.)
-pub const ACL_COLUMNS: &[&str] = &[
-    "spam_alias",
-    "tls_policy",
-    "spam_score",
-    "spam_policy",
-    "delimiter_action",
-    "syncjobs",
-    "eas_reset",
-    "sogo_profile_reset",
-    "pushover",
-    "quarantine",
-    "quarantine_attachments",
-    "quarantine_notification",
-    "quarantine_category",
-    "app_passwds",
-    "pw_reset",
-];
-
 /// Template keys copied into a mailbox's `attributes` as strings ("1"/"0"),
 /// the keys mailcow's `mailbox('add')` writes (functions.mailbox.inc.php).
 pub const ATTRIBUTE_KEYS: &[&str] = &[

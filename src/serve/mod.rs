@@ -147,6 +147,56 @@ enum Job {
     Sasl(UnixStream),
 }
 
+/// A listener whose connections become queued jobs.
+trait Listener: Send + 'static {
+    fn next(&self) -> std::io::Result<Job>;
+}
+
+impl Listener for TcpListener {
+    fn next(&self) -> std::io::Result<Job> {
+        let (s, _) = self.accept()?;
+        s.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
+        s.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
+        Ok(Job::Http(s))
+    }
+}
+
+impl Listener for UnixListener {
+    fn next(&self) -> std::io::Result<Job> {
+        let (s, _) = self.accept()?;
+        s.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
+        s.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
+        Ok(Job::Sasl(s))
+    }
+}
+
+/// Accepts connections and queues them, until `stopping` is set.
+#[derive(Clone)]
+struct Acceptor {
+    queue: Arc<BoundedQueue<Job>>,
+    stopping: Arc<AtomicBool>,
+    wait: Duration,
+}
+
+impl Acceptor {
+    fn spawn(self, listener: impl Listener) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || loop {
+            let job = listener.next();
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(job) = job else { continue };
+            match self.queue.push_timeout(job, self.wait) {
+                Ok(()) => {}
+                // Over capacity: HTTP gets a 503; a saslauthd client sees the
+                // connection closed without a reply, a temporary failure.
+                Err(Job::Http(s)) => http::busy(s),
+                Err(Job::Sasl(_)) => {}
+            }
+        })
+    }
+}
+
 /// Tell systemd (Type=notify) about our state, if it is listening.
 fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -295,39 +345,19 @@ pub fn run(config_path: &Path) -> ExitCode {
                 .expect("spawn worker"),
         );
     }
-    let mut acceptors = Vec::new();
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(l) = http {
-        let (queue, stopping) = (queue.clone(), stopping.clone());
-        acceptors.push(std::thread::spawn(move || {
-            for conn in l.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(s) = conn else { continue };
-                let _ = s.set_read_timeout(Some(CLIENT_IO_TIMEOUT));
-                let _ = s.set_write_timeout(Some(CLIENT_IO_TIMEOUT));
-                if let Err(Job::Http(s)) = queue.push_timeout(Job::Http(s), queue_timeout) {
-                    http::busy(s);
-                }
-            }
-        }));
-    }
-    if let Some(l) = sasl {
-        let (queue, stopping) = (queue.clone(), stopping.clone());
-        acceptors.push(std::thread::spawn(move || {
-            for conn in l.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(s) = conn else { continue };
-                let _ = s.set_read_timeout(Some(CLIENT_IO_TIMEOUT));
-                let _ = s.set_write_timeout(Some(CLIENT_IO_TIMEOUT));
-                // Over capacity: close without a reply, a temporary failure for the client.
-                let _ = queue.push_timeout(Job::Sasl(s), queue_timeout);
-            }
-        }));
-    }
+    let accept = Acceptor {
+        queue: queue.clone(),
+        stopping: stopping.clone(),
+        wait: queue_timeout,
+    };
+    let acceptors: Vec<_> = [
+        http.map(|l| accept.clone().spawn(l)),
+        sasl.map(|l| accept.clone().spawn(l)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     log::info(&format!(
         "serve: ready{}{}, {workers} workers",
         http_addr
