@@ -342,12 +342,13 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
         return ExitCode::from(111);
     }
     // One run at a time, across processes: an exclusive lock held until exit.
-    let lock = match File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(cfg.state_dir.join(LOCK_FILE))
-    {
+    // Read-only is enough for flock, so a lock file someone else created
+    // (root running a sync by hand, say) does not lock the timer's user out.
+    let lock_path = cfg.state_dir.join(LOCK_FILE);
+    let lock = match File::open(&lock_path).or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => File::options().create(true).truncate(false).write(true).open(&lock_path),
+        _ => Err(e),
+    }) {
         Ok(f) => f,
         Err(e) => {
             out.error(&format!(

@@ -10,7 +10,7 @@ packages=(
   openssl ca-certificates slapd ldap-utils
   mariadb-server mariadb-client
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-auth-lua
-  postfix sasl2-bin swaks redis-server procps
+  postfix sasl2-bin libsasl2-modules swaks redis-server procps
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,3 +28,6 @@ fi
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"
+
+# The Debian package: build, install, check, remove (tests/packaging.sh says what).
+bash tests/packaging.sh
