@@ -8,6 +8,7 @@ pub mod dovecot;
 pub mod mariadb;
 pub mod postfix;
 pub mod redis;
+pub mod serve;
 pub mod slapd;
 
 use std::io::Write;
