@@ -17,6 +17,8 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -107,19 +109,45 @@ pub fn request_kind() -> RequestKind {
     }
 }
 
-/// Exit the process with 111 if the login is still running at `limit`: a hung
-/// server must not pile up helper processes (Dovecot imposes no timeout).
-fn start_watchdog(limit: Duration) {
-    let _ = std::thread::Builder::new()
-        .name("watchdog".into())
-        .spawn(move || {
-            std::thread::sleep(limit);
-            log::error(&format!(
-                "result=tempfail reason=\"hard time limit of {} ms reached\"",
-                limit.as_millis()
-            ));
-            std::process::exit(i32::from(Verdict::Temporary.exit_code()));
-        });
+/// Exits the process with 111 if the login is still running at its deadline:
+/// a hung server must not pile up helper processes (Dovecot imposes no
+/// timeout). One thread; the deadline can be moved once the config is read.
+struct Watchdog {
+    limit_ms: Arc<AtomicU64>,
+    thread: std::thread::Thread,
+}
+
+impl Watchdog {
+    fn start(started: Instant, limit: Duration) -> Option<Watchdog> {
+        let limit_ms = Arc::new(AtomicU64::new(limit.as_millis() as u64));
+        let shared = limit_ms.clone();
+        let handle = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                let limit = Duration::from_millis(shared.load(Ordering::SeqCst));
+                let elapsed = started.elapsed();
+                if elapsed >= limit {
+                    log::error(&format!(
+                        "result=tempfail reason=\"hard time limit of {} ms reached\"",
+                        limit.as_millis()
+                    ));
+                    std::process::exit(i32::from(Verdict::Temporary.exit_code()));
+                }
+                std::thread::park_timeout(limit - elapsed);
+            })
+            .ok()?;
+        Some(Watchdog {
+            limit_ms,
+            thread: handle.thread().clone(),
+        })
+    }
+
+    /// Move the deadline to `limit` after the start.
+    fn set(&self, limit: Duration) {
+        self.limit_ms
+            .store(limit.as_millis() as u64, Ordering::SeqCst);
+        self.thread.unpark();
+    }
 }
 
 /// What the log line says about the request besides its result.
@@ -134,7 +162,7 @@ struct Context {
 pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
     let started = Instant::now();
     // Bound even a read of fd 3 that never ends (fd 3 a terminal, say).
-    start_watchdog(Duration::from_secs(15));
+    let watchdog = Watchdog::start(started, Duration::from_secs(15));
     // fd 3 first, before anything else could be given that number.
     let input = read_fd3();
     let ctx = Context {
@@ -151,7 +179,9 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
             Err(f) => return finish(&ctx, None, Err(f), None, reply),
         };
     log::init(cfg.log_target);
-    start_watchdog(cfg.login_timeout + Duration::from_millis(500));
+    if let Some(w) = &watchdog {
+        w.set(cfg.login_timeout + Duration::from_millis(500));
+    }
     if cfg.ldap.ignore_ssl_errors {
         log::warn("ldap.ignore_ssl_errors = true: the directory's TLS certificate is NOT verified");
     }

@@ -548,8 +548,13 @@ impl<'a> Directory<'a> {
             self.health.save(dir);
         }
         result.unwrap_or_else(|| {
+            let what = if self.remaining().is_err() {
+                "login time limit (login_timeout_ms) reached; tried"
+            } else {
+                "no directory host usable"
+            };
             Err(Failure::Temporary(format!(
-                "no directory host usable: {}",
+                "{what}: {}",
                 failures.join("; ")
             )))
         })

@@ -69,7 +69,9 @@ pub fn line(level: Level, msg: &str) {
             Level::Warning => "warning",
             Level::Error => "error",
         };
-        let _ = writeln!(std::io::stderr().lock(), "mailcow-ldap-auth: {word}: {msg}");
+        // One write(2) per line, so that lines of concurrent helpers never interleave.
+        let line = format!("mailcow-ldap-auth: {word}: {msg}\n");
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 

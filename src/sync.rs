@@ -346,7 +346,11 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
     // (root running a sync by hand, say) does not lock the timer's user out.
     let lock_path = cfg.state_dir.join(LOCK_FILE);
     let lock = match File::open(&lock_path).or_else(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => File::options().create(true).truncate(false).write(true).open(&lock_path),
+        std::io::ErrorKind::NotFound => File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path),
         _ => Err(e),
     }) {
         Ok(f) => f,

@@ -491,3 +491,27 @@ fn world_readable_config_with_password_is_refused() {
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
 }
+
+#[test]
+fn a_hung_server_is_cut_off_by_the_login_deadline() {
+    let e = Env::new();
+    let silent = SilentServer::start();
+    // Operation timeouts far beyond the login's deadline: the deadline must win.
+    let section = format!(
+        "login_timeout_ms = 300\n[ldap]\nhosts = \"127.0.0.1:{}\"\nbase_dn = \"{BASE}\"\n\
+         connect_timeout_ms = 60000\ntimeout_ms = 60000\n",
+        silent.port
+    );
+    let cfg = write_config(
+        e.path(),
+        "hung.toml",
+        &format!("state_dir = \"{}\"\n{section}", e.path().display()),
+    );
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(
+        r.stderr.contains("login time limit") || r.stderr.contains("hard time limit"),
+        "{}",
+        r.stderr
+    );
+}
