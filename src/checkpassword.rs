@@ -123,6 +123,8 @@ impl Watchdog {
         let shared = limit_ms.clone();
         let handle = std::thread::Builder::new()
             .name("watchdog".into())
+            // It only sleeps and logs one line: a small stack is cheaper to set up.
+            .stack_size(64 * 1024)
             .spawn(move || loop {
                 let limit = Duration::from_millis(shared.load(Ordering::SeqCst));
                 let elapsed = started.elapsed();

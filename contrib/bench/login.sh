@@ -61,9 +61,8 @@ build_binary() {
     return 0
   fi
   command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or set BIN"
-  log "cargo build --release"
-  (cd "$REPO_DIR" && cargo build --release --quiet)
-  BIN="$REPO_DIR/target/release/mailcow-ldap-auth"
+  log "packaging/build-release.sh (the shipped build)"
+  BIN="$REPO_DIR/$("$REPO_DIR/packaging/build-release.sh" --quiet | tail -n 1)"
   [ -x "$BIN" ] || die "the build did not produce $BIN"
 }
 

@@ -155,6 +155,16 @@ fn read_request(
     if len > max_body {
         return Err(413);
     }
+    // Dovecot 2.3's Lua HTTP client waits (2 s) for this before sending the body.
+    if len > req.body_start.len()
+        && req
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
+        stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .map_err(|_| 408u16)?;
+    }
     let mut body = Zeroizing::new(req.body_start.clone());
     while body.len() < len {
         let n = stream.read(&mut chunk).map_err(|_| 408u16)?;
@@ -227,7 +237,7 @@ fn route(rt: &Runtime, req: &HttpRequest, body: &[u8], peer: Option<&str>) -> (u
                     }
                     None => {
                         return (
-                            401,
+                            403,
                             json!({"success": false, "error": "X-Auth-Secret header required"}),
                         )
                     }

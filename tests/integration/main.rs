@@ -4,7 +4,10 @@
 mod support;
 
 mod checkpassword;
+mod contrib_configs;
 mod diagnostics;
 mod e2e;
 mod provision;
+mod serve;
+mod serve_e2e;
 mod sync;

@@ -136,7 +136,11 @@ fn shared_secret_is_required_when_configured() {
     );
     let serve = Serve::start(&cfg, port, socket);
     let body = r#"{"username":"jdoe@example.org","password":"secret1"}"#;
-    assert_eq!(serve.http("POST", "/auth", &[], body).status, 401);
+    assert_eq!(
+        serve.http("POST", "/auth", &[], body).status,
+        403,
+        "a missing secret is not a wrong password"
+    );
     assert_eq!(
         serve
             .http("POST", "/auth", &[("X-Auth-Secret", "guess")], body)
