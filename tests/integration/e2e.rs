@@ -2,12 +2,14 @@
 //! checkpassword passdb/userdb, against a private slapd, spoken to over TCP
 //! with the mail protocols themselves.
 //!
-//! These tests run the helper in its auth-only mode (no `[database]`).
-//! Tests of the database mode can reuse [`Stack::with_helper_config`] (pass a
-//! body with a `[database]` section) and the protocol clients below, and add
-//! their row assertions after the logins.
+//! Most tests run the helper in its auth-only mode (no `[database]`); the
+//! `db_*` tests run it with a database on the shared private MariaDB (the
+//! mailcow schema subset, a domain and two templates, see
+//! [`Stack::with_database`]) and check the rows after the logins.
 
+use crate::provision::{DEFAULT_TEMPLATE, STAFF_TEMPLATE};
 use crate::support::dovecot::{default_auth, Dovecot, MAIL_GID, MAIL_UID};
+use crate::support::mariadb::Db;
 use crate::support::postfix::Postfix;
 use crate::support::Slapd;
 use std::io::{BufRead, BufReader, Write};
@@ -25,12 +27,14 @@ const LOG_WAIT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------
 // The servers of one test.
 
-/// slapd + Dovecot (+ Postfix) in one temporary folder. Fields drop in order:
-/// Postfix, then Dovecot, then slapd, then the folder.
+/// slapd + Dovecot (+ Postfix, + a database) in one temporary folder. Fields
+/// drop in order: Postfix, then Dovecot, then slapd, then the database (the
+/// shared MariaDB stops by pid when its last user drops it), then the folder.
 struct Stack {
     postfix: Option<Postfix>,
     dovecot: Dovecot,
     slapd: Slapd,
+    db: Option<Db>,
     /// Every password a test typed, right or wrong: none may reach a log.
     typed: Vec<String>,
     dir: TempDir,
@@ -63,9 +67,97 @@ impl Stack {
             postfix: None,
             dovecot,
             slapd,
+            db: None,
             typed: Vec::new(),
             dir,
         }
+    }
+
+    /// Database mode: a database with the mailcow schema subset, domain
+    /// example.org (10 mailboxes, default quota 3072 MiB) and the templates
+    /// Default and Staff of the provisioning tests; the helper maps
+    /// otherMailbox "staff" -> Staff (1 GiB, POP3 off), then "default" ->
+    /// Default. jdoe has both values: the first mapping that matches wins, Staff.
+    /// Every INSERT, UPDATE and DELETE on the tables the helper writes is
+    /// counted by triggers in table `writes` (see [`Stack::writes`]).
+    fn with_database() -> Stack {
+        let db = Db::new();
+        db.sql(&format!(
+            "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) \
+             VALUES ('example.org', 10, 3072, 10240, 102400, 1);\
+             INSERT INTO templates (template, type, attributes) VALUES \
+             ('Default', 'mailbox', '{DEFAULT_TEMPLATE}'), ('Staff', 'mailbox', '{STAFF_TEMPLATE}');"
+        ));
+        // A row-level trigger fires for every row a statement touches, even when
+        // the values written are the ones already there: an UPDATE that
+        // rewrites a row with the same values shows here, not in a snapshot.
+        db.sql("CREATE TABLE writes (n INT NOT NULL); INSERT INTO writes VALUES (0);");
+        let mut triggers = String::new();
+        for table in [
+            "mailbox",
+            "alias",
+            "user_acl",
+            "tags_mailbox",
+            "quota2",
+            "quota2replica",
+            "domain",
+            "templates",
+        ] {
+            for op in ["INSERT", "UPDATE", "DELETE"] {
+                triggers.push_str(&format!(
+                    "CREATE TRIGGER count_{table}_{op} AFTER {op} ON {table} \
+                     FOR EACH ROW UPDATE writes SET n = n + 1;"
+                ));
+            }
+        }
+        db.sql(&triggers);
+        let section = db.section();
+        let mut s = Self::with_helper_config(|slapd| {
+            format!(
+                "{}attribute_field = \"otherMailbox\"\n\n{section}\n\
+                 [[attribute_mapping]]\nattribute = \"staff\"\ntemplate = \"Staff\"\n\n\
+                 [[attribute_mapping]]\nattribute = \"default\"\ntemplate = \"Default\"\n",
+                slapd.ldap_section()
+            )
+        });
+        s.db = Some(db);
+        s
+    }
+
+    fn db(&self) -> &Db {
+        self.db.as_ref().expect("Stack::with_database")
+    }
+
+    /// Rows written so far by anyone (the helper, or the test as root).
+    fn writes(&self) -> u64 {
+        self.db().value("SELECT n FROM writes").parse().unwrap()
+    }
+
+    /// A fingerprint of every row the helper may write (as in provision.rs).
+    fn snapshot(&self) -> String {
+        self.db().sql(
+            "SELECT username, password, name, quota, attributes, active, authsource, created, modified \
+             FROM mailbox ORDER BY username;\
+             SELECT address, goto, domain, active, created, modified FROM alias ORDER BY address;\
+             SELECT * FROM user_acl ORDER BY username;\
+             SELECT * FROM tags_mailbox ORDER BY username, tag_name;\
+             SELECT * FROM quota2 ORDER BY username; SELECT * FROM quota2replica ORDER BY username;",
+        )
+    }
+
+    fn mailboxes(&self) -> usize {
+        self.db()
+            .value("SELECT COUNT(*) FROM mailbox")
+            .parse()
+            .unwrap()
+    }
+
+    /// Set one of the mailbox's `attributes` flags, as an admin does in mailcow's UI.
+    fn set_flag(&self, user: &str, flag: &str, value: &str) {
+        self.db().sql(&format!(
+            "UPDATE mailbox SET attributes = JSON_SET(attributes, '$.{flag}', '{value}') \
+             WHERE username = '{user}'"
+        ));
     }
 
     fn with_postfix(mut self) -> Stack {
@@ -882,6 +974,389 @@ fn smtp_auth_through_the_contrib_unix_socket() {
         "AUTH PLAIN, wrong password: {r:?}"
     );
     let _ = smtp.cmd("QUIT");
+
+    s.assert_logs_clean();
+}
+
+// ---------------------------------------------------------------------------
+// With mailcow's database: provisioning on login, per-service flags, and
+// userdb lookups answered from the mailbox table.
+
+/// The Staff template's quota (bytes), which jdoe's mapping selects.
+const STAFF_QUOTA: u64 = 1_073_741_824;
+
+fn php_hash(template_text: &str) -> String {
+    mailcow_ldap_auth::provision::template_hash(template_text)
+}
+
+/// The mailbox's `attributes`, parsed.
+fn attributes(db: &Db, user: &str) -> serde_json::Value {
+    let text = db.value(&format!(
+        "SELECT attributes FROM mailbox WHERE username = '{user}'"
+    ));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("attributes of {user}: {e}: {text:?}"))
+}
+
+/// The helper's lines in `log` for `what` (`login`/`lookup`) of `user` over `service`.
+fn helper_lines<'a>(log: &'a str, what: &str, user: &str, service: &str) -> Vec<&'a str> {
+    let needle = format!("{what} user=\"{user}\" service={service} ");
+    log.lines()
+        .filter(|l| l.contains("mailcow-ldap-auth: ") && l.contains(&needle))
+        .collect()
+}
+
+#[test]
+fn db_first_imap_login_creates_the_mailbox_and_the_second_rewrites_nothing() {
+    let mut s = Stack::with_database();
+    let right = s.pw(PASSWORD);
+    let wrong = s.pw("Wr0ng-e2e-db-4720");
+    let imap = s.dovecot.imap_port;
+    assert_eq!(s.mailboxes(), 0);
+    let w0 = s.writes();
+
+    // First login of an LDAP user without a mailbox.
+    let from = s.dovecot.log_len();
+    let mut c = Imap::connect(imap);
+    let r = c.login(USER, &right);
+    assert!(r.starts_with("OK"), "first LOGIN (mailbox to create): {r}");
+    // The mail process got its userdb fields from the new row.
+    let r = c.cmd("SELECT INBOX");
+    assert!(
+        r.starts_with("OK"),
+        "SELECT INBOX after the first login: {r}"
+    );
+    let _ = c.cmd("LOGOUT");
+    let log = s.dovecot.wait_for_log(
+        from,
+        "lookup user=\"jdoe@example.org\" service=imap",
+        LOG_WAIT,
+    );
+    assert!(
+        log.contains("mailbox jdoe@example.org created from template \"Staff\""),
+        "the helper's creation line in Dovecot's log:\n{log}"
+    );
+    assert!(
+        helper_lines(&log, "login", USER, "imap")
+            .iter()
+            .any(|l| l.contains("result=accept")),
+        "{log}"
+    );
+    assert!(
+        helper_lines(&log, "lookup", USER, "imap")
+            .iter()
+            .any(|l| l.contains("result=accept")),
+        "{log}"
+    );
+
+    // The rows: the mapped template (Staff: jdoe's otherMailbox has "staff").
+    let db = s.db();
+    assert_eq!(
+        db.sql(
+            "SELECT username, password, name, quota, local_part, domain, authsource, active FROM mailbox"
+        )
+        .trim(),
+        format!("jdoe@example.org\t\tJohn Doe\t{STAFF_QUOTA}\tjdoe\texample.org\tldap\t1")
+    );
+    let attrs = attributes(db, USER);
+    assert_eq!(attrs["attribute_hash"], php_hash(STAFF_TEMPLATE), "{attrs}");
+    assert_eq!(attrs["pop3_access"], "0", "{attrs}");
+    assert_eq!(attrs["imap_access"], "1", "{attrs}");
+    assert_eq!(attrs["tls_enforce_in"], "1", "{attrs}");
+    assert_eq!(attrs["quarantine_notification"], "daily", "{attrs}");
+    assert_eq!(
+        db.value("SELECT GROUP_CONCAT(tag_name ORDER BY tag_name) FROM tags_mailbox"),
+        "ldap,staff"
+    );
+    assert_eq!(
+        db.value("SELECT CONCAT(address, '>', goto, '>', active) FROM alias"),
+        "jdoe@example.org>jdoe@example.org>1"
+    );
+    assert_eq!(
+        db.value("SELECT CONCAT(spam_alias, syncjobs, app_passwds) FROM user_acl"),
+        "110"
+    );
+    assert_eq!(
+        db.value("SELECT CONCAT(bytes, '/', messages) FROM quota2"),
+        "0/0"
+    );
+    assert!(s.writes() > w0, "the triggers did not count the creation");
+
+    // Second login: accepted, and not one row written, not even with the same values.
+    let before = s.snapshot();
+    let w1 = s.writes();
+    let from = s.dovecot.log_len();
+    let mut c = Imap::connect(imap);
+    let r = c.login(USER, &right);
+    assert!(r.starts_with("OK"), "second LOGIN: {r}");
+    let r = c.cmd("SELECT INBOX");
+    assert!(
+        r.starts_with("OK"),
+        "SELECT INBOX after the second login: {r}"
+    );
+    let _ = c.cmd("LOGOUT");
+    let log = s.dovecot.wait_for_log(
+        from,
+        "lookup user=\"jdoe@example.org\" service=imap",
+        LOG_WAIT,
+    );
+    assert!(
+        !log.contains("created from template") && !log.contains("updated from the directory"),
+        "{log}"
+    );
+    assert_eq!(s.snapshot(), before, "the second login changed rows");
+    assert_eq!(s.writes(), w1, "the second login wrote rows");
+
+    // Wrong password and unknown user: NO, nothing written.
+    let r = imap_login(imap, USER, &wrong);
+    assert!(
+        r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
+        "LOGIN with a wrong password: {r}"
+    );
+    let from = s.dovecot.log_len();
+    let r = imap_login(imap, UNKNOWN, &right);
+    assert!(
+        r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
+        "LOGIN as an unknown user: {r}"
+    );
+    let log = s.dovecot.wait_for_log(
+        from,
+        &format!("login user=\"{UNKNOWN}\" service=imap"),
+        LOG_WAIT,
+    );
+    assert!(!log.contains("result=tempfail"), "{log}");
+    assert_eq!(s.snapshot(), before);
+    assert_eq!(s.writes(), w1);
+    // The trigger counts an UPDATE that changes nothing (so the check above can fail).
+    s.db().sql("UPDATE mailbox SET name = name");
+    assert_eq!(s.writes(), w1 + 1);
+
+    // A user of the second mapping ("default" -> Default, quota 0 = the
+    // domain's default of 3072 MiB): a wrong password creates nothing, the
+    // right one creates the mailbox.
+    s.slapd.add(
+        "dn: uid=newbie,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
+         objectClass: extensibleObject\nuid: newbie\ncn: New Bie\nsn: Bie\n\
+         mail: newbie@example.org\notherMailbox: default\nuserPassword: newbiepw\n",
+    );
+    let newbie_pw = s.pw("newbiepw");
+    let r = imap_login(imap, "newbie@example.org", &wrong);
+    assert!(r.starts_with("NO"), "newbie, wrong password: {r}");
+    assert_eq!(s.mailboxes(), 1);
+    let r = imap_login(imap, "newbie@example.org", &newbie_pw);
+    assert!(r.starts_with("OK"), "newbie, right password: {r}");
+    assert_eq!(
+        s.db().value(
+            "SELECT CONCAT(quota, ' ', authsource) FROM mailbox WHERE username = 'newbie@example.org'"
+        ),
+        format!("{} ldap", 3072u64 << 20)
+    );
+    assert_eq!(
+        attributes(s.db(), "newbie@example.org")["attribute_hash"],
+        php_hash(DEFAULT_TEMPLATE)
+    );
+    assert_eq!(s.mailboxes(), 2);
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn db_pop3_refused_by_pop3_access_while_imap_works() {
+    let mut s = Stack::with_database();
+    let right = s.pw(PASSWORD);
+    let (imap, pop3) = (s.dovecot.imap_port, s.dovecot.pop3_port);
+    let pop3_login = |pw: &str| {
+        let mut pop = Pop3::connect(pop3);
+        let r = pop.cmd(&format!("USER {USER}"));
+        assert!(r.starts_with("+OK"), "USER: {r}");
+        let r = pop.cmd(&format!("PASS {pw}"));
+        let stat = r.starts_with("+OK").then(|| pop.cmd("STAT"));
+        let _ = pop.cmd("QUIT");
+        (r, stat)
+    };
+
+    // IMAP creates the mailbox from Staff, whose pop3_access is 0.
+    let r = imap_login(imap, USER, &right);
+    assert!(r.starts_with("OK"), "IMAP LOGIN: {r}");
+    assert_eq!(attributes(s.db(), USER)["pop3_access"], "0");
+
+    let from = s.dovecot.log_len();
+    let (r, _) = pop3_login(&right);
+    assert!(
+        r.starts_with("-ERR [AUTH]"),
+        "POP3 with pop3_access \"0\" must be refused: {r}"
+    );
+    let log = s.dovecot.wait_for_log(
+        from,
+        "login user=\"jdoe@example.org\" service=pop3",
+        LOG_WAIT,
+    );
+    assert!(
+        helper_lines(&log, "login", USER, "pop3")
+            .iter()
+            .any(|l| l.contains("result=reject") && l.contains("pop3_access is off")),
+        "the helper's reason in Dovecot's log:\n{log}"
+    );
+    // IMAP still works with the same password.
+    let r = imap_login(imap, USER, &right);
+    assert!(
+        r.starts_with("OK"),
+        "IMAP LOGIN after the POP3 refusal: {r}"
+    );
+
+    // The admin allows POP3 for this mailbox: it logs in (the refusal above
+    // came from the flag, not from anything else about POP3).
+    s.set_flag(USER, "pop3_access", "1");
+    let (r, stat) = pop3_login(&right);
+    assert!(r.starts_with("+OK"), "POP3 with pop3_access \"1\": {r}");
+    let stat = stat.unwrap();
+    assert!(stat.starts_with("+OK 0 0"), "STAT: {stat}");
+    // And the next login did not put the template's "0" back.
+    assert_eq!(attributes(s.db(), USER)["pop3_access"], "1");
+    // Off again: refused again.
+    s.set_flag(USER, "pop3_access", "0");
+    let (r, _) = pop3_login(&right);
+    assert!(r.starts_with("-ERR [AUTH]"), "POP3 switched off again: {r}");
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn db_smtp_auth_refused_by_smtp_access() {
+    let mut s = Stack::with_database().with_postfix();
+    let right = s.pw(PASSWORD);
+    let port = s.postfix().smtp_port;
+    let smtp_auth = |pw: &str| {
+        let mut smtp = Smtp::connect(port);
+        smtp.ehlo();
+        let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, pw)));
+        let _ = smtp.cmd("QUIT");
+        r
+    };
+
+    // SMTP AUTH is a first login too: it creates the mailbox (Staff: smtp_access 1).
+    let from = s.dovecot.log_len();
+    let r = smtp_auth(&right);
+    assert!(r[0].starts_with("235 "), "SMTP AUTH, first login: {r:?}");
+    let log = s.dovecot.wait_for_log(
+        from,
+        "login user=\"jdoe@example.org\" service=smtp",
+        LOG_WAIT,
+    );
+    assert!(
+        log.contains("mailbox jdoe@example.org created from template \"Staff\""),
+        "{log}"
+    );
+    assert_eq!(attributes(s.db(), USER)["smtp_access"], "1");
+
+    // The admin turns SMTP off for the mailbox: 535, and the helper says why.
+    s.set_flag(USER, "smtp_access", "0");
+    let from = s.dovecot.log_len();
+    let r = smtp_auth(&right);
+    assert!(
+        r[0].starts_with("535 "),
+        "SMTP AUTH with smtp_access \"0\": {r:?}"
+    );
+    let log = s.dovecot.wait_for_log(
+        from,
+        "login user=\"jdoe@example.org\" service=smtp",
+        LOG_WAIT,
+    );
+    assert!(
+        helper_lines(&log, "login", USER, "smtp")
+            .iter()
+            .any(|l| l.contains("result=reject") && l.contains("smtp_access is off")),
+        "the helper's reason in Dovecot's log:\n{log}"
+    );
+    // IMAP is not affected.
+    let r = imap_login(s.dovecot.imap_port, USER, &right);
+    assert!(
+        r.starts_with("OK"),
+        "IMAP LOGIN with smtp_access \"0\": {r}"
+    );
+    // On again: 235.
+    s.set_flag(USER, "smtp_access", "1");
+    let r = smtp_auth(&right);
+    assert!(
+        r[0].starts_with("235 "),
+        "SMTP AUTH, smtp_access back on: {r:?}"
+    );
+
+    s.assert_logs_clean();
+}
+
+#[test]
+fn db_doveadm_user_answers_from_the_mailbox_table() {
+    let mut s = Stack::with_database();
+    let right = s.pw(PASSWORD);
+
+    // LDAP knows jdoe, but with a database a lookup answers from the mailbox
+    // table only: no mailbox yet, so no user (LMTP would reject the recipient).
+    let from = s.dovecot.log_len();
+    let (status, fields, all) = s.dovecot.user_fields(USER);
+    assert_eq!(
+        status.code(),
+        Some(67),
+        "doveadm user before provisioning: {all}"
+    );
+    assert!(all.contains("doesn't exist"), "{all}");
+    assert!(fields.is_empty(), "{fields:?}");
+    let log = s.dovecot.wait_for_log(
+        from,
+        "lookup user=\"jdoe@example.org\" service=doveadm",
+        LOG_WAIT,
+    );
+    assert!(
+        helper_lines(&log, "lookup", USER, "doveadm")
+            .iter()
+            .any(|l| l.contains("result=unknown")),
+        "{log}"
+    );
+    assert_eq!(s.mailboxes(), 0, "a lookup never creates a mailbox");
+
+    let r = imap_login(s.dovecot.imap_port, USER, &right);
+    assert!(r.starts_with("OK"), "IMAP LOGIN: {r}");
+
+    let (status, fields, all) = s.dovecot.user_fields(USER);
+    assert!(status.success(), "doveadm user {USER}: {all}");
+    let get = |k: &str| fields.get(k).map(String::as_str);
+    assert_eq!(get("uid"), Some(MAIL_UID.to_string().as_str()), "{all}");
+    assert_eq!(get("gid"), Some(MAIL_GID.to_string().as_str()), "{all}");
+    assert_eq!(
+        get("home"),
+        Some(s.dovecot.home_of(USER).display().to_string().as_str()),
+        "{all}"
+    );
+    assert_eq!(
+        get("quota_rule"),
+        Some(format!("*:bytes={STAFF_QUOTA}").as_str()),
+        "{all}"
+    );
+
+    // The row is the source: an admin's quota change shows at the next lookup.
+    s.db().sql(&format!(
+        "UPDATE mailbox SET quota = {} WHERE username = '{USER}'",
+        2 * STAFF_QUOTA
+    ));
+    let (status, fields, all) = s.dovecot.user_fields(USER);
+    assert!(status.success(), "{all}");
+    assert_eq!(
+        fields.get("quota_rule").map(String::as_str),
+        Some(format!("*:bytes={}", 2 * STAFF_QUOTA).as_str()),
+        "{all}"
+    );
+    // A deactivated mailbox does not exist for deliveries.
+    s.db().sql(&format!(
+        "UPDATE mailbox SET active = 0 WHERE username = '{USER}'"
+    ));
+    let (status, _, all) = s.dovecot.user_fields(USER);
+    assert_eq!(
+        status.code(),
+        Some(67),
+        "doveadm user, inactive mailbox: {all}"
+    );
+    let (status, _, all) = s.dovecot.user_fields(UNKNOWN);
+    assert_eq!(status.code(), Some(67), "doveadm user {UNKNOWN}: {all}");
+    assert!(all.contains("doesn't exist"), "{all}");
 
     s.assert_logs_clean();
 }

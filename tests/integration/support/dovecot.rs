@@ -315,6 +315,36 @@ impl Dovecot {
             .expect("run doveadm")
     }
 
+    /// `doveadm user USER`: its exit status, the userdb fields it printed
+    /// (`field<TAB>value` lines, e.g. `uid`, `home`, `quota_rule`), and its
+    /// whole output for assertion messages.
+    pub fn user_fields(
+        &self,
+        user: &str,
+    ) -> (
+        std::process::ExitStatus,
+        std::collections::BTreeMap<String, String>,
+        String,
+    ) {
+        let out = self.doveadm(&["user", user]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fields = if out.status.success() {
+            stdout
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let all = format!(
+            "{} {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, fields, all)
+    }
+
     /// Dovecot's log so far (the helper's stderr lines end up here).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
