@@ -175,11 +175,9 @@ impl Store {
             .tcp_connect_timeout(Some(cfg.connect_timeout.min(left)))
             .read_timeout(Some(io_timeout))
             .write_timeout(Some(io_timeout))
-            .stmt_cache_size(Some(32))
-            .init(vec![
-                "SET NAMES utf8mb4",
-                "SET SESSION innodb_lock_wait_timeout = 10",
-            ]);
+            .stmt_cache_size(Some(32));
+        // No init statements: the handshake already asks for utf8mb4, and the
+        // read timeout bounds lock waits. Each would cost a round trip per login.
         opts = match &cfg.address {
             DbAddress::Tcp { host, port } => {
                 opts.ip_or_hostname(Some(host.clone())).tcp_port(*port)

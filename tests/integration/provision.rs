@@ -541,3 +541,21 @@ fn database_over_tls_with_the_test_ca() {
         "an untrusted database certificate is a temporary failure: {r:?}"
     );
 }
+
+#[test]
+fn non_ascii_names_round_trip() {
+    let e = Env::new();
+    let cfg = e.config_with("", "[provisioning]\ndefault_template = \"Default\"\n");
+    assert_eq!(
+        e.login(&cfg, "hans.mueller@example.org", HMUELLER_PW).code,
+        0
+    );
+    // No displayName: the cn, with its comma and umlaut, stored as UTF-8.
+    assert_eq!(
+        e.db.value("SELECT HEX(name) FROM mailbox WHERE username = 'hans.mueller@example.org'"),
+        "Müller, Hans"
+            .bytes()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>()
+    );
+}
