@@ -126,6 +126,23 @@ pub struct Template {
     /// The `attributes` column exactly as stored (the attribute hash is taken over it).
     pub text: String,
     pub attributes: Map<String, Value>,
+    /// mailcow's `attribute_hash` of `text`, computed once.
+    pub hash: String,
+}
+
+impl Template {
+    /// A template from its stored row (`attributes` NULL reads as `{}`).
+    pub fn new(name: String, text: Option<String>) -> Template {
+        let text = text.unwrap_or_else(|| "{}".into());
+        let attributes = serde_json::from_str(&text).unwrap_or_default();
+        let hash = crate::provision::template_hash(&text);
+        Template {
+            name,
+            text,
+            attributes,
+            hash,
+        }
+    }
 }
 
 /// What a creation did.
@@ -175,7 +192,10 @@ impl Store {
             .tcp_connect_timeout(Some(cfg.connect_timeout.min(left)))
             .read_timeout(Some(io_timeout))
             .write_timeout(Some(io_timeout))
-            .stmt_cache_size(Some(32));
+            .stmt_cache_size(Some(32))
+            // Known, so no `SELECT @@max_allowed_packet` round trip per connection:
+            // no statement of ours comes near it.
+            .max_allowed_packet(Some(4 * 1024 * 1024));
         // No init statements: the handshake already asks for utf8mb4, and the
         // read timeout bounds lock waits. Each would cost a round trip per login.
         opts = match &cfg.address {
@@ -238,15 +258,7 @@ impl Store {
                 (name,),
             )
             .map_err(|e| db_failure("reading the template", e))?;
-        Ok(row.map(|(name, text)| {
-            let text = text.unwrap_or_else(|| "{}".into());
-            let attributes = serde_json::from_str(&text).unwrap_or_default();
-            Template {
-                name,
-                text,
-                attributes,
-            }
-        }))
+        Ok(row.map(|(name, text)| Template::new(name, text)))
     }
 
     /// Names of every mailbox template.
@@ -482,13 +494,8 @@ impl Store {
             .map_err(|e| db_failure("reading templates", e))?;
         let mut map = HashMap::new();
         for (name, text) in rows {
-            let text = text.unwrap_or_else(|| "{}".into());
-            let attributes = serde_json::from_str(&text).unwrap_or_default();
-            map.entry(name.clone()).or_insert(Template {
-                name,
-                text,
-                attributes,
-            });
+            map.entry(name.clone())
+                .or_insert_with(|| Template::new(name, text));
         }
         Ok(map)
     }

@@ -203,10 +203,7 @@ pub fn mailbox_attributes(
         .or_insert_with(|| Value::String("0".into()));
     a.entry("passwd_update")
         .or_insert_with(|| Value::String(now.to_owned()));
-    a.insert(
-        "attribute_hash".into(),
-        Value::String(template_hash(&t.text)),
-    );
+    a.insert("attribute_hash".into(), Value::String(t.hash.clone()));
     a
 }
 
@@ -380,9 +377,8 @@ pub fn plan_update(
     template: Option<&Template>,
     now: &str,
 ) -> Option<MailboxUpdate> {
-    let template_changed = template.is_some_and(|t| {
-        row.attr("attribute_hash").as_deref() != Some(template_hash(&t.text).as_str())
-    });
+    let template_changed =
+        template.is_some_and(|t| row.attr("attribute_hash").as_deref() != Some(t.hash.as_str()));
     let name_changed = row.name != name;
     if !template_changed && !name_changed {
         return None;
@@ -438,11 +434,7 @@ mod tests {
     use super::*;
 
     fn template(text: &str) -> Template {
-        Template {
-            name: "T".into(),
-            text: text.into(),
-            attributes: serde_json::from_str(text).unwrap(),
-        }
+        Template::new("T".into(), Some(text.into()))
     }
 
     fn domain(count: i64, used_mib: u64) -> DomainRow {

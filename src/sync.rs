@@ -642,11 +642,7 @@ mod tests {
 
     fn template() -> HashMap<String, Template> {
         let text = r#"{"quota":0,"imap_access":1}"#;
-        let t = Template {
-            name: "T".into(),
-            text: text.into(),
-            attributes: serde_json::from_str(text).unwrap(),
-        };
+        let t = Template::new("T".into(), Some(text.into()));
         HashMap::from([("T".to_owned(), t)])
     }
 

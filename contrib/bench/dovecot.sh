@@ -133,9 +133,8 @@ if [ -n "${BIN:-}" ]; then
   [ -x "$BIN" ] || die "BIN=$BIN is not an executable file"
 else
   command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or set BIN"
-  log "cargo build --release"
-  (cd "$REPO_DIR" && cargo build --release --quiet)
-  BIN="$REPO_DIR/target/release/mailcow-ldap-auth"
+  log "packaging/build-release.sh (the shipped build)"
+  BIN="$REPO_DIR/$("$REPO_DIR/packaging/build-release.sh" --quiet | tail -n 1)"
 fi
 
 # The extra series (Dovecot's Lua passdb asking `mailcow-ldap-auth serve`)
