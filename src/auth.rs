@@ -452,9 +452,7 @@ fn create_new(
         "creating mailbox {address} from template \"{}\"",
         new.template
     ));
-    let created = store.create_mailbox(&new, |d| {
-        provision::check_domain_room(&new.domain, new.template_quota, d)
-    })?;
+    let created = store.create_mailbox(&new)?;
     if created == Created::Created {
         log::info(&format!(
             "mailbox {} created from template \"{}\"",

@@ -9,7 +9,7 @@ use crate::config::{
     self, Config, DatabaseConfig, DbAddress, HostList, RawLdap, RawMapping, RawSync, UiSettings,
 };
 use crate::outcome::Failure;
-use crate::provision::{MailboxUpdate, NewMailbox};
+use crate::provision::{self, MailboxUpdate, NewMailbox};
 use mysql::prelude::*;
 use mysql::{params, Conn, IsolationLevel, OptsBuilder, SslOpts, TxOpts};
 use serde_json::{Map, Value};
@@ -310,15 +310,27 @@ impl Store {
 
     /// Create a mailbox and everything that belongs to it in one transaction,
     /// with the domain row locked so that limits hold under concurrency.
-    /// `check` decides, from the locked domain row, whether the creation may go
-    /// ahead (and with which quota); any failure rolls everything back.
-    pub fn create_mailbox(
+    /// The locked domain row decides whether the creation may go ahead and
+    /// with which quota ([`provision::check_domain_room`]); any failure rolls
+    /// everything back.
+    pub fn create_mailbox(&mut self, new: &NewMailbox) -> Result<Created, Failure> {
+        let mut results = self.create_mailboxes(&[new])?;
+        results.pop().unwrap_or(Err(Failure::Temporary(
+            "database: nothing was created".into(),
+        )))
+    }
+
+    /// Create mailboxes of ONE domain in one transaction: the domain row is
+    /// locked and its mailboxes counted once, each mailbox gets a savepoint
+    /// (a refused one rolls back alone), and limits are checked against the
+    /// running totals. Returns one result per mailbox; `Err` when the database
+    /// failed and nothing was written.
+    pub fn create_mailboxes(
         &mut self,
-        new: &NewMailbox,
-        check: impl Fn(Option<&DomainRow>) -> Result<u64, Failure>,
-    ) -> Result<Created, Failure> {
+        news: &[&NewMailbox],
+    ) -> Result<Vec<Result<Created, Failure>>, Failure> {
         for attempt in 0..3 {
-            match self.try_create(new, &check) {
+            match self.try_create_batch(news) {
                 Err(Retry::Again) if attempt < 2 => continue,
                 Err(Retry::Again) => break,
                 Err(Retry::Fail(f)) => return Err(f),
@@ -330,31 +342,87 @@ impl Store {
         ))
     }
 
-    fn try_create(
+    fn try_create_batch(
         &mut self,
-        new: &NewMailbox,
-        check: &impl Fn(Option<&DomainRow>) -> Result<u64, Failure>,
-    ) -> Result<Created, Retry> {
+        news: &[&NewMailbox],
+    ) -> Result<Vec<Result<Created, Failure>>, Retry> {
+        let Some(first) = news.first() else {
+            return Ok(Vec::new());
+        };
+        if news.iter().any(|n| n.domain != first.domain) {
+            return Err(Retry::Fail(Failure::Temporary(
+                "internal: one domain per batch".into(),
+            )));
+        }
         let opts = TxOpts::default().set_isolation_level(Some(IsolationLevel::ReadCommitted));
         let mut tx = self
             .conn
             .start_transaction(opts)
             .map_err(|e| Retry::from_db("starting a transaction", e))?;
-        let domain = Self::read_domain(&mut tx, &new.domain, true).map_err(Retry::Fail)?;
+        let mut domain = Self::read_domain(&mut tx, &first.domain, true).map_err(Retry::Fail)?;
+        let mut results = Vec::with_capacity(news.len());
+        for new in news {
+            let savepoint = news.len() > 1;
+            if savepoint {
+                tx.query_drop("SAVEPOINT one_mailbox")
+                    .map_err(|e| Retry::from_db("a savepoint", e))?;
+            }
+            match Self::create_one(&mut tx, new, domain.as_ref()) {
+                Ok((Created::Created, quota)) => {
+                    if let Some(d) = domain.as_mut() {
+                        d.mailbox_count += 1;
+                        d.quota_used_bytes += quota;
+                    }
+                    results.push(Ok(Created::Created));
+                }
+                Ok((created, _)) => results.push(Ok(created)),
+                Err(Retry::Fail(f @ (Failure::Denied(_) | Failure::BadRequest(_))))
+                    if savepoint =>
+                {
+                    tx.query_drop("ROLLBACK TO SAVEPOINT one_mailbox")
+                        .map_err(|e| Retry::from_db("rolling back one mailbox", e))?;
+                    results.push(Err(f));
+                    continue;
+                }
+                Err(Retry::Fail(f @ (Failure::Denied(_) | Failure::BadRequest(_)))) => {
+                    results.push(Err(f))
+                }
+                // The database itself failed: nothing of this batch is kept.
+                Err(e) => {
+                    let _ = tx.rollback();
+                    return Err(e);
+                }
+            }
+            if savepoint {
+                tx.query_drop("RELEASE SAVEPOINT one_mailbox")
+                    .map_err(|e| Retry::from_db("a savepoint", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| Retry::from_db("committing new mailboxes", e))?;
+        Ok(results)
+    }
+
+    /// One mailbox inside the caller's transaction. Returns what happened and
+    /// the quota given. A refusal (`Denied`) has written nothing.
+    fn create_one(
+        tx: &mut mysql::Transaction<'_>,
+        new: &NewMailbox,
+        domain: Option<&DomainRow>,
+    ) -> Result<(Created, u64), Retry> {
         // Someone may have created it while we waited for the lock.
-        if Self::read_mailbox(&mut tx, &new.username)
+        if Self::read_mailbox(tx, &new.username)
             .map_err(Retry::Fail)?
             .is_some()
         {
-            let _ = tx.rollback();
-            return Ok(Created::AlreadyThere);
+            return Ok((Created::AlreadyThere, 0));
         }
-        let quota = check(domain.as_ref()).map_err(Retry::Fail)?;
+        let quota = provision::check_domain_room(&new.domain, new.template_quota, domain)
+            .map_err(Retry::Fail)?;
         let alias_taken: Option<String> = tx
             .exec_first("SELECT goto FROM alias WHERE address = ?", (&new.username,))
             .map_err(|e| Retry::from_db("reading aliases", e))?;
         if let Some(goto) = alias_taken {
-            let _ = tx.rollback();
             return Err(Retry::Fail(Failure::Denied(format!(
                 "an alias {} -> {} already exists in mailcow; remove it to let the mailbox be created",
                 new.username, goto
@@ -386,24 +454,16 @@ impl Store {
                 "INSERT INTO alias (address, goto, domain, active) VALUES (:a, :a, :d, :act)",
                 params! { "a" => &new.username, "d" => &new.domain, "act" => new.active.min(1) },
             )?;
-            Self::write_acl(&mut tx, &new.username, &new.acl, false)?;
-            Self::write_tags(&mut tx, &new.username, &new.tags, false)?;
+            Self::write_acl(tx, &new.username, &new.acl, false)?;
+            Self::write_tags(tx, &new.username, &new.tags, false)?;
             Ok(())
         })();
         match res {
-            Ok(()) => {}
-            Err(e) if mysql_code(&e) == Some(ER_DUP_ENTRY) => {
-                let _ = tx.rollback();
-                return Ok(Created::AlreadyThere);
-            }
-            Err(e) => {
-                let _ = tx.rollback();
-                return Err(Retry::from_db("creating the mailbox", e));
-            }
+            Ok(()) => Ok((Created::Created, quota)),
+            // Created concurrently between our check and our insert.
+            Err(e) if mysql_code(&e) == Some(ER_DUP_ENTRY) => Err(Retry::Again),
+            Err(e) => Err(Retry::from_db("creating the mailbox", e)),
         }
-        tx.commit()
-            .map_err(|e| Retry::from_db("committing the new mailbox", e))?;
-        Ok(Created::Created)
     }
 
     fn write_acl<Q: Queryable>(

@@ -17,7 +17,7 @@ use crate::outcome::Failure;
 use crate::provision::{self, MailboxUpdate, NewMailbox};
 use ldap3::adapters::{Adapter, PagedResults};
 use ldap3::{Scope, SearchEntry};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
 use std::process::ExitCode;
@@ -83,10 +83,7 @@ pub enum Change {
 impl Change {
     pub fn describe(&self) -> String {
         match self {
-            Change::Create(n) => format!(
-                "create {} (name \"{}\", template \"{}\")",
-                n.username, n.name, n.template
-            ),
+            Change::Create(n) => describe_create(n),
             Change::Update(u) => format!(
                 "update {} ({})",
                 u.username,
@@ -117,6 +114,13 @@ impl Change {
             }
         }
     }
+}
+
+fn describe_create(n: &NewMailbox) -> String {
+    format!(
+        "create {} (name \"{}\", template \"{}\")",
+        n.username, n.name, n.template
+    )
 }
 
 /// Plan one page: `users` from the directory, `rows` the mailboxes that exist
@@ -551,8 +555,29 @@ fn apply_page(
         .filter_map(|u| u.address.clone().ok())
         .collect();
     let rows = store.mailboxes(&addresses)?;
-    for c in plan_page(cfg, batch, &rows, templates, seen, now) {
-        apply(store, &c, opts, out, counts)?;
+    let changes = plan_page(cfg, batch, &rows, templates, seen, now);
+    if !opts.dry_run {
+        // A page's creations in one domain share one transaction: one lock and
+        // one count of the domain's mailboxes per page, not per mailbox.
+        let mut by_domain: BTreeMap<&str, Vec<&NewMailbox>> = BTreeMap::new();
+        for c in &changes {
+            if let Change::Create(n) = c {
+                by_domain.entry(n.domain.as_str()).or_default().push(n);
+            }
+        }
+        for group in by_domain.values() {
+            let results = store.create_mailboxes(group)?;
+            for (new, res) in group.iter().zip(results) {
+                let res = res.map(|created| created == Created::Created);
+                report(&describe_create(new), CountAs::Created, res, out, counts)?;
+            }
+        }
+    }
+    for c in changes
+        .iter()
+        .filter(|c| opts.dry_run || !matches!(c, Change::Create(_)))
+    {
+        apply(store, c, opts, out, counts)?;
     }
     Ok(())
 }
@@ -573,14 +598,12 @@ fn apply(
     }
     if opts.dry_run {
         out.info(&format!("would {}", c.describe()));
-        bump(counts, c);
+        bump(counts, c.count_as());
         return Ok(());
     }
     let res = match c {
         Change::Create(new) => store
-            .create_mailbox(new, |d| {
-                provision::check_domain_room(&new.domain, new.template_quota, d)
-            })
+            .create_mailbox(new)
             .map(|created| created == Created::Created),
         Change::Update(u) => store.update_mailbox(u).map(|_| true),
         Change::Reactivate {
@@ -597,31 +620,66 @@ fn apply(
         Change::Deactivate { username } => store.deactivate(username).map(|_| true),
         Change::Skip { .. } => Ok(false),
     };
+    report(&c.describe(), c.count_as(), res, out, counts)
+}
+
+/// Which counter a change adds to.
+#[derive(Debug, Clone, Copy)]
+enum CountAs {
+    Created,
+    Updated,
+    Reactivated,
+    Marked,
+    Deactivated,
+    Skipped,
+}
+
+impl Change {
+    fn count_as(&self) -> CountAs {
+        match self {
+            Change::Create(_) => CountAs::Created,
+            Change::Update(_) => CountAs::Updated,
+            Change::Reactivate { .. } => CountAs::Reactivated,
+            Change::MarkMissing { .. } => CountAs::Marked,
+            Change::Deactivate { .. } => CountAs::Deactivated,
+            Change::Skip { .. } => CountAs::Skipped,
+        }
+    }
+}
+
+/// Count and log what applying one change did. `Ok(false)`: nothing to
+/// report (created concurrently by a login). A temporary failure stops the run.
+fn report(
+    what: &str,
+    kind: CountAs,
+    res: Result<bool, Failure>,
+    out: &mut CronLog,
+    counts: &mut Counts,
+) -> Result<(), Failure> {
     match res {
         Ok(true) => {
-            bump(counts, c);
-            out.info(&c.describe());
+            bump(counts, kind);
+            out.info(what);
             Ok(())
         }
-        // Created concurrently by a login: nothing to report.
         Ok(false) => Ok(()),
         Err(Failure::Temporary(why)) => Err(Failure::Temporary(why)),
         Err(f) => {
             counts.failed += 1;
-            out.warn(&format!("could not {}: {f}", c.describe()));
+            out.warn(&format!("could not {what}: {f}"));
             Ok(())
         }
     }
 }
 
-fn bump(counts: &mut Counts, c: &Change) {
-    match c {
-        Change::Create(_) => counts.created += 1,
-        Change::Update(_) => counts.updated += 1,
-        Change::Reactivate { .. } => counts.reactivated += 1,
-        Change::MarkMissing { .. } => counts.marked += 1,
-        Change::Deactivate { .. } => counts.deactivated += 1,
-        Change::Skip { .. } => counts.skipped += 1,
+fn bump(counts: &mut Counts, kind: CountAs) {
+    match kind {
+        CountAs::Created => counts.created += 1,
+        CountAs::Updated => counts.updated += 1,
+        CountAs::Reactivated => counts.reactivated += 1,
+        CountAs::Marked => counts.marked += 1,
+        CountAs::Deactivated => counts.deactivated += 1,
+        CountAs::Skipped => counts.skipped += 1,
     }
 }
 

@@ -433,3 +433,49 @@ fn redis_down_and_ldap_down() {
     let r = e.sync(&cfg, &["--force"]);
     assert_eq!(r.code, 111, "{r:?}");
 }
+
+#[test]
+fn refusals_inside_a_page_roll_back_alone() {
+    let e = Env::new(8, "");
+    // Room for 5 of the 9 directory users (8 generated + jdoe), and an alias
+    // that blocks one of them in the middle of the page.
+    e.db.sql(
+        "UPDATE domain SET mailboxes = 5; \
+         INSERT INTO alias (address, goto, domain) VALUES ('u2@example.org', 'someone@else.org', 'example.org')",
+    );
+    let cfg = e.config("page_size = 50\n");
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "per-user refusals do not fail the run: {r:?}");
+    assert!(r.stdout.contains("created 5"), "{}", r.stdout);
+    assert!(r.stdout.contains("failed 4"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("could not create u2@example.org"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("an alias u2@example.org -> someone@else.org already exists"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("Max. possible mailboxes"), "{}", r.stdout);
+    // Exactly the created ones have rows, each complete; the refused ones have none.
+    assert_eq!(e.count("1"), 5);
+    for table in ["quota2", "quota2replica", "user_acl"] {
+        assert_eq!(
+            e.db.value(&format!("SELECT COUNT(*) FROM {table}")),
+            "5",
+            "{table}"
+        );
+    }
+    assert_eq!(
+        e.db.value("SELECT COUNT(*) FROM alias WHERE address = goto"),
+        "5"
+    );
+    assert_eq!(
+        e.db.value("SELECT goto FROM alias WHERE address = 'u2@example.org'"),
+        "someone@else.org"
+    );
+    assert_eq!(e.count("username = 'u2@example.org'"), 0);
+}
