@@ -8,13 +8,14 @@
 //! [`Stack::with_database`]) and check the rows after the logins.
 
 use crate::provision::{DEFAULT_TEMPLATE, STAFF_TEMPLATE};
+use crate::support::clients::{
+    base64, contrib, doveadm_text, imap_login, line_with, moved, text, Imap, Pop3, Sieve, Smtp,
+};
 use crate::support::dovecot::{default_auth, Dovecot, MAIL_GID, MAIL_UID};
 use crate::support::mariadb::Db;
 use crate::support::postfix::Postfix;
 use crate::support::Slapd;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -169,6 +170,11 @@ impl Stack {
         self.postfix.as_ref().expect("Stack::with_postfix")
     }
 
+    /// Dovecot's log from byte `from` on, once it contains `needle` (within [`LOG_WAIT`]).
+    fn log_with(&self, from: usize, needle: &str) -> String {
+        self.dovecot.wait_for_log(from, needle, LOG_WAIT)
+    }
+
     /// Remember a password so that [`Stack::assert_logs_clean`] looks for it.
     fn pw(&mut self, p: &str) -> String {
         self.typed.push(p.to_owned());
@@ -203,208 +209,45 @@ impl Stack {
 }
 
 // ---------------------------------------------------------------------------
-// Minimal protocol clients.
+// Sessions the tests repeat.
 
-/// One TCP connection read line by line; the transcript goes into panic messages.
-struct Conn {
-    what: &'static str,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    transcript: String,
+/// Connect, LOGIN (must be OK), SELECT INBOX (must be OK: the mail process
+/// got its uid/gid/home from the userdb), LOGOUT. The `*_what` strings
+/// start the assertion messages.
+fn imap_login_and_select(
+    port: u16,
+    user: &str,
+    password: &str,
+    login_what: &str,
+    select_what: &str,
+) {
+    let mut c = Imap::connect(port);
+    let r = c.login(user, password);
+    assert!(r.starts_with("OK"), "{login_what}: {r}");
+    let r = c.cmd("SELECT INBOX");
+    assert!(r.starts_with("OK"), "{select_what}: {r}");
+    let _ = c.cmd("LOGOUT");
 }
 
-impl Conn {
-    fn open(what: &'static str, port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("connect to {what} on port {port}: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        Conn {
-            what,
-            writer: s.try_clone().unwrap(),
-            reader: BufReader::new(s),
-            transcript: String::new(),
-        }
-    }
-
-    /// One line without its CRLF; panics on EOF or timeout.
-    fn line(&mut self) -> String {
-        let mut buf = String::new();
-        match self.reader.read_line(&mut buf) {
-            Ok(0) => panic!(
-                "{}: connection closed; transcript:\n{}",
-                self.what, self.transcript
-            ),
-            Ok(_) => {}
-            Err(e) => panic!("{}: read: {e}; transcript:\n{}", self.what, self.transcript),
-        }
-        let line = buf.trim_end_matches(['\r', '\n']).to_owned();
-        self.transcript.push_str(&format!("S: {line}\n"));
-        line
-    }
-
-    fn send(&mut self, line: &str) {
-        self.transcript.push_str(&format!("C: {line}\n"));
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap_or_else(|e| panic!("{}: write: {e}", self.what));
-    }
+/// Connect to Postfix and say EHLO, checking that AUTH PLAIN is offered.
+fn smtp_connect(port: u16) -> Smtp {
+    let mut smtp = Smtp::connect(port);
+    let reply = smtp.ehlo();
+    assert!(
+        reply
+            .iter()
+            .any(|l| l[4..].starts_with("AUTH") && l.contains("PLAIN")),
+        "Postfix does not offer AUTH PLAIN: {reply:?}"
+    );
+    smtp
 }
 
-/// RFC 4648 base64 with padding (SASL PLAIN needs nothing more).
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// SASL PLAIN initial response: `\0user\0password`, base64.
-fn sasl_plain(user: &str, password: &str) -> String {
-    base64(format!("\0{user}\0{password}").as_bytes())
-}
-
-/// An IMAP quoted string.
-fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-struct Imap {
-    c: Conn,
-    tag: u32,
-}
-
-impl Imap {
-    fn connect(port: u16) -> Imap {
-        let mut c = Conn::open("imap", port);
-        let greeting = c.line();
-        assert!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
-        Imap { c, tag: 0 }
-    }
-
-    /// Send a command; return the tagged completion line (tag stripped).
-    fn cmd(&mut self, command: &str) -> String {
-        self.tag += 1;
-        let tag = format!("a{}", self.tag);
-        self.c.send(&format!("{tag} {command}"));
-        loop {
-            let line = self.c.line();
-            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
-                return rest.to_owned();
-            }
-        }
-    }
-
-    fn login(&mut self, user: &str, password: &str) -> String {
-        self.cmd(&format!("LOGIN {} {}", quoted(user), quoted(password)))
-    }
-}
-
-/// Connect, LOGIN, and LOGOUT; returns the LOGIN completion.
-fn imap_login(port: u16, user: &str, password: &str) -> String {
-    let mut imap = Imap::connect(port);
-    let r = imap.login(user, password);
-    let _ = imap.cmd("LOGOUT");
+/// One SMTP session: EHLO, `AUTH PLAIN`, QUIT; the reply to AUTH.
+fn smtp_auth_plain(port: u16, user: &str, password: &str) -> Vec<String> {
+    let mut smtp = smtp_connect(port);
+    let r = smtp.auth_plain(user, password);
+    let _ = smtp.cmd("QUIT");
     r
-}
-
-struct Pop3(Conn);
-
-impl Pop3 {
-    fn connect(port: u16) -> Pop3 {
-        let mut c = Conn::open("pop3", port);
-        let greeting = c.line();
-        assert!(greeting.starts_with("+OK"), "POP3 greeting: {greeting}");
-        Pop3(c)
-    }
-
-    fn cmd(&mut self, command: &str) -> String {
-        self.0.send(command);
-        self.0.line()
-    }
-}
-
-struct Sieve(Conn);
-
-impl Sieve {
-    /// Connect and read the capability greeting up to its `OK` line.
-    fn connect(port: u16) -> Sieve {
-        let mut c = Conn::open("managesieve", port);
-        loop {
-            let line = c.line();
-            if line.starts_with("OK") {
-                return Sieve(c);
-            }
-            assert!(line.starts_with('"'), "ManageSieve greeting: {line}");
-        }
-    }
-
-    /// Send a command; skip data lines (quoted strings, literals) up to the
-    /// `OK` / `NO` / `BYE` response, which is returned.
-    fn cmd(&mut self, command: &str) -> String {
-        self.0.send(command);
-        loop {
-            let line = self.0.line();
-            if ["OK", "NO", "BYE"].iter().any(|w| line.starts_with(w)) {
-                return line;
-            }
-        }
-    }
-}
-
-struct Smtp(Conn);
-
-impl Smtp {
-    fn connect(port: u16) -> Smtp {
-        let mut c = Conn::open("smtp", port);
-        let greeting = c.line();
-        assert!(greeting.starts_with("220 "), "SMTP greeting: {greeting}");
-        Smtp(c)
-    }
-
-    /// Send a command; return every line of the (possibly multi-line) reply.
-    fn cmd(&mut self, command: &str) -> Vec<String> {
-        self.0.send(command);
-        let mut lines = Vec::new();
-        loop {
-            let line = self.0.line();
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line);
-            if last {
-                return lines;
-            }
-        }
-    }
-
-    /// EHLO, checking that AUTH PLAIN is offered.
-    fn ehlo(&mut self) {
-        let reply = self.cmd("EHLO client.example.org");
-        assert!(reply[0].starts_with("250"), "EHLO: {reply:?}");
-        assert!(
-            reply
-                .iter()
-                .any(|l| l[4..].starts_with("AUTH") && l.contains("PLAIN")),
-            "Postfix does not offer AUTH PLAIN: {reply:?}"
-        );
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -418,13 +261,14 @@ fn imap_login_accepts_right_password_and_rejects_wrong_and_unknown() {
     let wrong = s.pw("Wr0ng-e2e-imap-4711");
 
     let from = s.dovecot.log_len();
-    let mut imap = Imap::connect(port);
-    let r = imap.login(USER, &right);
-    assert!(r.starts_with("OK"), "LOGIN with the right password: {r}");
     // The mail process runs with the helper's uid/gid/home: the mailbox works.
-    let r = imap.cmd("SELECT INBOX");
-    assert!(r.starts_with("OK"), "SELECT INBOX after login: {r}");
-    let _ = imap.cmd("LOGOUT");
+    imap_login_and_select(
+        port,
+        USER,
+        &right,
+        "LOGIN with the right password",
+        "SELECT INBOX after login",
+    );
     let maildir = s.dovecot.home_of(USER).join("Maildir");
     let meta = std::fs::metadata(&maildir)
         .unwrap_or_else(|e| panic!("{} not created: {e}", maildir.display()));
@@ -434,21 +278,22 @@ fn imap_login_accepts_right_password_and_rejects_wrong_and_unknown() {
         (MAIL_UID, MAIL_GID),
         "Maildir owned by the helper's uid/gid"
     );
-    let log = s.dovecot.wait_for_log(from, "result=accept", LOG_WAIT);
+    let log = s.log_with(from, "result=accept");
     assert!(
-        log.lines()
-            .any(|l| l.contains("login user=\"jdoe@example.org\"")
-                && l.contains("service=imap")
-                && l.contains("rip=127.0.0.1")
-                && l.contains("result=accept")),
+        line_with(
+            &log,
+            &[
+                "login user=\"jdoe@example.org\"",
+                "service=imap",
+                "rip=127.0.0.1",
+                "result=accept",
+            ],
+        )
+        .is_some(),
         "the helper's login line in Dovecot's log:\n{log}"
     );
     // The userdb lookup after the password check went through the helper too.
-    s.dovecot.wait_for_log(
-        from,
-        "lookup user=\"jdoe@example.org\" service=imap",
-        LOG_WAIT,
-    );
+    s.log_with(from, "lookup user=\"jdoe@example.org\" service=imap");
 
     let from = s.dovecot.log_len();
     let r = imap_login(port, USER, &wrong);
@@ -456,7 +301,7 @@ fn imap_login_accepts_right_password_and_rejects_wrong_and_unknown() {
         r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
         "LOGIN with a wrong password: {r}"
     );
-    let log = s.dovecot.wait_for_log(from, "result=reject", LOG_WAIT);
+    let log = s.log_with(from, "result=reject");
     assert!(!log.contains("result=tempfail"), "{log}");
 
     let from = s.dovecot.log_len();
@@ -465,11 +310,7 @@ fn imap_login_accepts_right_password_and_rejects_wrong_and_unknown() {
         r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
         "LOGIN as an unknown user: {r}"
     );
-    s.dovecot.wait_for_log(
-        from,
-        &format!("login user=\"{UNKNOWN}\" service=imap"),
-        LOG_WAIT,
-    );
+    s.log_with(from, &format!("login user=\"{UNKNOWN}\" service=imap"));
 
     // Dovecot lower-cases logins before the helper sees them; the helper
     // canonicalises the rest: a mixed-case login works.
@@ -496,16 +337,10 @@ fn pop3_user_pass() {
     assert!(r.starts_with("+OK 0 0"), "STAT of the new mailbox: {r}");
     let r = pop.cmd("QUIT");
     assert!(r.starts_with("+OK"), "QUIT: {r}");
-    s.dovecot.wait_for_log(
-        from,
-        "login user=\"jdoe@example.org\" service=pop3",
-        LOG_WAIT,
-    );
+    s.log_with(from, "login user=\"jdoe@example.org\" service=pop3");
 
     let mut pop = Pop3::connect(port);
-    let r = pop.cmd(&format!("USER {USER}"));
-    assert!(r.starts_with("+OK"), "USER: {r}");
-    let r = pop.cmd(&format!("PASS {wrong}"));
+    let r = pop.login(USER, &wrong);
     assert!(
         r.starts_with("-ERR [AUTH]"),
         "PASS with a wrong password: {r}"
@@ -524,10 +359,7 @@ fn managesieve_authenticate_plain() {
 
     let from = s.dovecot.log_len();
     let mut sv = Sieve::connect(port);
-    let r = sv.cmd(&format!(
-        "AUTHENTICATE \"PLAIN\" \"{}\"",
-        sasl_plain(USER, &right)
-    ));
+    let r = sv.authenticate_plain(USER, &right);
     assert!(
         r.starts_with("OK"),
         "AUTHENTICATE PLAIN, right password: {r}"
@@ -535,17 +367,10 @@ fn managesieve_authenticate_plain() {
     let r = sv.cmd("LISTSCRIPTS");
     assert!(r.starts_with("OK"), "LISTSCRIPTS: {r}");
     let _ = sv.cmd("LOGOUT");
-    s.dovecot.wait_for_log(
-        from,
-        "login user=\"jdoe@example.org\" service=sieve",
-        LOG_WAIT,
-    );
+    s.log_with(from, "login user=\"jdoe@example.org\" service=sieve");
 
     let mut sv = Sieve::connect(port);
-    let r = sv.cmd(&format!(
-        "AUTHENTICATE \"PLAIN\" \"{}\"",
-        sasl_plain(USER, &wrong)
-    ));
+    let r = sv.authenticate_plain(USER, &wrong);
     assert!(
         r.starts_with("NO"),
         "AUTHENTICATE PLAIN, wrong password: {r}"
@@ -563,9 +388,8 @@ fn smtp_auth_through_postfix_and_dovecot_sasl() {
     let wrong = s.pw("Wr0ng-e2e-smtp-4714");
 
     let from = s.dovecot.log_len();
-    let mut smtp = Smtp::connect(port);
-    smtp.ehlo();
-    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &right)));
+    let mut smtp = smtp_connect(port);
+    let r = smtp.auth_plain(USER, &right);
     assert!(
         r[0].starts_with("235 "),
         "AUTH PLAIN, right password: {r:?}"
@@ -573,41 +397,26 @@ fn smtp_auth_through_postfix_and_dovecot_sasl() {
     let r = smtp.cmd("QUIT");
     assert!(r[0].starts_with("221"), "QUIT: {r:?}");
     // Postfix asked Dovecot with service=smtp, and Dovecot passed it on.
-    let log = s.dovecot.wait_for_log(
-        from,
-        "login user=\"jdoe@example.org\" service=smtp",
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, "login user=\"jdoe@example.org\" service=smtp");
     assert!(
-        log.lines()
-            .any(|l| l.contains("service=smtp") && l.contains("result=accept")),
+        line_with(&log, &["service=smtp", "result=accept"]).is_some(),
         "{log}"
     );
 
     let from = s.dovecot.log_len();
-    let mut smtp = Smtp::connect(port);
-    smtp.ehlo();
-    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &wrong)));
+    let mut smtp = smtp_connect(port);
+    let r = smtp.auth_plain(USER, &wrong);
     assert!(
         r[0].starts_with("535 "),
         "AUTH PLAIN, wrong password: {r:?}"
     );
     // AUTH LOGIN, the other mechanism Dovecot offers, for the unknown user.
-    let r = smtp.cmd("AUTH LOGIN");
-    assert!(r[0].starts_with("334 "), "AUTH LOGIN: {r:?}");
-    let r = smtp.cmd(&base64(UNKNOWN.as_bytes()));
-    assert!(r[0].starts_with("334 "), "AUTH LOGIN user: {r:?}");
-    let r = smtp.cmd(&base64(right.as_bytes()));
+    let r = smtp.auth_login(UNKNOWN, &right);
     assert!(r[0].starts_with("535 "), "AUTH LOGIN, unknown user: {r:?}");
     let _ = smtp.cmd("QUIT");
-    let log = s.dovecot.wait_for_log(
-        from,
-        &format!("login user=\"{UNKNOWN}\" service=smtp"),
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, &format!("login user=\"{UNKNOWN}\" service=smtp"));
     assert!(
-        log.lines()
-            .any(|l| l.contains("service=smtp") && l.contains("result=reject")),
+        line_with(&log, &["service=smtp", "result=reject"]).is_some(),
         "{log}"
     );
 
@@ -645,23 +454,17 @@ fn doveadm_user_and_auth_test() {
     );
 
     // Unknown user: exit 3 from the helper, "doesn't exist" (EX_NOUSER) from doveadm.
-    let out = s.dovecot.doveadm(&["user", UNKNOWN]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(67), "doveadm user {UNKNOWN}: {all}");
+    let (status, all) = doveadm_text(&s.dovecot, &["user", UNKNOWN]);
+    assert_eq!(status.code(), Some(67), "doveadm user {UNKNOWN}: {all}");
     assert!(all.contains("doesn't exist"), "{all}");
 
     // passdb through the auth-client socket (service=doveadm).
-    let out = s.dovecot.doveadm(&["auth", "test", USER, &right]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success(),
-        "doveadm auth test, right password: {all}"
-    );
+    let (status, all) = doveadm_text(&s.dovecot, &["auth", "test", USER, &right]);
+    assert!(status.success(), "doveadm auth test, right password: {all}");
     assert!(all.contains("auth succeeded"), "{all}");
-    let out = s.dovecot.doveadm(&["auth", "test", USER, &wrong]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let (status, all) = doveadm_text(&s.dovecot, &["auth", "test", USER, &wrong]);
     assert!(
-        !out.status.success(),
+        !status.success(),
         "doveadm auth test, wrong password: {all}"
     );
     assert!(all.contains("auth failed"), "{all}");
@@ -686,12 +489,18 @@ fn ldap_outage_is_a_temporary_failure_and_recovery_needs_no_restart() {
         r.starts_with("NO") && r.contains("[UNAVAILABLE]") && !r.contains("AUTHENTICATIONFAILED"),
         "LOGIN while LDAP is down must be a temporary failure: {r}"
     );
-    let log = s.dovecot.wait_for_log(from, "result=tempfail", LOG_WAIT);
+    let log = s.log_with(from, "result=tempfail");
     assert!(
-        log.lines().any(|l| l.contains("mailcow-ldap-auth: ")
-            && l.contains("user=\"jdoe@example.org\"")
-            && l.contains("service=imap")
-            && l.contains("result=tempfail")),
+        line_with(
+            &log,
+            &[
+                "mailcow-ldap-auth: ",
+                "user=\"jdoe@example.org\"",
+                "service=imap",
+                "result=tempfail",
+            ],
+        )
+        .is_some(),
         "the helper's tempfail line in Dovecot's log:\n{log}"
     );
     assert!(!log.contains("result=reject"), "{log}");
@@ -707,12 +516,10 @@ fn ldap_outage_is_a_temporary_failure_and_recovery_needs_no_restart() {
     let _ = pop.cmd("QUIT");
 
     // A userdb lookup is not "user unknown" either (LMTP would bounce mail).
-    let out = s.dovecot.doveadm(&["user", USER]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let (status, all) = doveadm_text(&s.dovecot, &["user", USER]);
     assert!(
-        !out.status.success() && out.status.code() != Some(67) && !all.contains("doesn't exist"),
-        "doveadm user while LDAP is down: {} {all}",
-        out.status
+        !status.success() && status.code() != Some(67) && !all.contains("doesn't exist"),
+        "doveadm user while LDAP is down: {status} {all}"
     );
 
     // Back up: logins work again without restarting Dovecot.
@@ -735,43 +542,34 @@ fn ldap_outage_is_a_temporary_failure_and_recovery_needs_no_restart() {
 
 /// A file of contrib/, with `/usr/bin/mailcow-ldap-auth checkpassword`
 /// replaced by the helper's test arguments.
-fn contrib(path: &str, helper_args: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("contrib")
-        .join(path);
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    replace_all(
-        &text,
+fn contrib_with_helper(path: &str, helper_args: &str) -> String {
+    moved(
+        &contrib(path),
         "/usr/bin/mailcow-ldap-auth checkpassword",
         helper_args,
     )
-}
-
-/// `text` with every `from` replaced; panics if there is none (the file changed).
-fn replace_all(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "{from:?} not found in:\n{text}");
-    text.replace(from, to)
 }
 
 #[test]
 fn contrib_dovecot_config_works_as_shipped() {
     let mut s = Stack::build(
         |slapd| slapd.ldap_section(),
-        |_, args| contrib("dovecot-2.3/10-auth-mailcow-ldap.conf", args),
+        |_, args| contrib_with_helper("dovecot-2.3/10-auth-mailcow-ldap.conf", args),
     );
     let right = s.pw(PASSWORD);
     let wrong = s.pw("Wr0ng-e2e-contrib-4716");
     let imap = s.dovecot.imap_port;
 
     let from = s.dovecot.log_len();
-    let mut c = Imap::connect(imap);
-    let r = c.login(USER, &right);
-    assert!(r.starts_with("OK"), "LOGIN with the shipped config: {r}");
-    let r = c.cmd("SELECT INBOX");
-    assert!(r.starts_with("OK"), "SELECT INBOX: {r}");
-    let _ = c.cmd("LOGOUT");
+    imap_login_and_select(
+        imap,
+        USER,
+        &right,
+        "LOGIN with the shipped config",
+        "SELECT INBOX",
+    );
     // prefetch served the userdb step from the passdb reply: one helper run.
-    let log = s.dovecot.wait_for_log(from, "Logged out", LOG_WAIT);
+    let log = s.log_with(from, "Logged out");
     assert!(
         log.contains("login user=\"jdoe@example.org\" service=imap"),
         "{log}"
@@ -800,11 +598,7 @@ fn contrib_dovecot_config_works_as_shipped() {
         text(&out.stdout).trim(),
         s.dovecot.home_of(USER).display().to_string()
     );
-    s.dovecot.wait_for_log(
-        from,
-        "lookup user=\"jdoe@example.org\" service=doveadm",
-        LOG_WAIT,
-    );
+    s.log_with(from, "lookup user=\"jdoe@example.org\" service=doveadm");
     let out = s.dovecot.doveadm(&["user", UNKNOWN]);
     assert_eq!(out.status.code(), Some(67), "{}", text(&out.stdout));
 
@@ -829,9 +623,9 @@ fn contrib_chained_config_falls_through_to_the_next_passdb() {
                 ),
             )
             .unwrap();
-            let conf = contrib("dovecot-2.3/10-auth-mailcow-ldap-chained.conf", args);
-            let conf = replace_all(&conf, "driver = sql", "driver = passwd-file");
-            replace_all(
+            let conf = contrib_with_helper("dovecot-2.3/10-auth-mailcow-ldap-chained.conf", args);
+            let conf = moved(&conf, "driver = sql", "driver = passwd-file");
+            moved(
                 &conf,
                 "args = /etc/dovecot/dovecot-sql-mailcow.conf.ext",
                 &format!("args = {}", passwd.display()),
@@ -848,19 +642,16 @@ fn contrib_chained_config_falls_through_to_the_next_passdb() {
     assert!(r.starts_with("OK"), "LDAP account through the chain: {r}");
     // Local account: the helper says no (exit 1), the next passdb says yes.
     let from = s.dovecot.log_len();
-    let mut c = Imap::connect(imap);
-    let r = c.login(LOCAL, &local_pw);
-    assert!(r.starts_with("OK"), "local account after the helper: {r}");
-    let r = c.cmd("SELECT INBOX");
-    assert!(
-        r.starts_with("OK"),
-        "SELECT INBOX (userdb from the 2nd userdb): {r}"
+    imap_login_and_select(
+        imap,
+        LOCAL,
+        &local_pw,
+        "local account after the helper",
+        "SELECT INBOX (userdb from the 2nd userdb)",
     );
-    let _ = c.cmd("LOGOUT");
-    s.dovecot.wait_for_log(
+    s.log_with(
         from,
         &format!("login user=\"{LOCAL}\" service=imap rip=127.0.0.1 result=reject"),
-        LOG_WAIT,
     );
     // Wrong password for the LDAP account: both say no.
     let r = imap_login(imap, USER, &wrong);
@@ -880,7 +671,7 @@ fn contrib_chained_config_falls_through_to_the_next_passdb() {
         r.starts_with("NO") && r.contains("[UNAVAILABLE]"),
         "LDAP account while LDAP is down, through the chain: {r}"
     );
-    s.dovecot.wait_for_log(from, "result=tempfail", LOG_WAIT);
+    s.log_with(from, "result=tempfail");
     s.slapd.run();
     let r = imap_login(imap, USER, &right);
     assert!(
@@ -904,13 +695,8 @@ fn smtp_auth_through_the_contrib_unix_socket() {
                 crate::support::run_ok(std::process::Command::new("id").args(["-u", "postfix"]));
             let uid: u32 = text(&out.stdout).trim().parse().unwrap();
             std::os::unix::fs::chown(&private, Some(uid), None).unwrap();
-            let listener = std::fs::read_to_string(
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("contrib/postfix/dovecot-auth-for-postfix.conf"),
-            )
-            .unwrap();
-            let listener = replace_all(
-                &listener,
+            let listener = moved(
+                &contrib("postfix/dovecot-auth-for-postfix.conf"),
                 "/var/spool/postfix/private/auth",
                 &private.join("auth").display().to_string(),
             );
@@ -918,10 +704,7 @@ fn smtp_auth_through_the_contrib_unix_socket() {
         },
     );
     // main.cf lines from contrib/postfix as shipped; only TLS is off here.
-    let snippet = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contrib/postfix/main.cf.snippet"),
-    )
-    .unwrap();
+    let snippet = contrib("postfix/main.cf.snippet");
     assert!(
         snippet.contains("smtpd_sasl_path = private/auth"),
         "{snippet}"
@@ -953,27 +736,20 @@ fn smtp_auth_through_the_contrib_unix_socket() {
     let port = s.postfix().smtp_port;
 
     let from = s.dovecot.log_len();
-    let mut smtp = Smtp::connect(port);
-    smtp.ehlo();
-    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &right)));
+    let r = smtp_auth_plain(port, USER, &right);
     assert!(
         r[0].starts_with("235 "),
         "AUTH PLAIN over the unix socket: {r:?}"
     );
-    let _ = smtp.cmd("QUIT");
-    s.dovecot.wait_for_log(
+    s.log_with(
         from,
         "login user=\"jdoe@example.org\" service=smtp rip=127.0.0.1 result=accept",
-        LOG_WAIT,
     );
-    let mut smtp = Smtp::connect(port);
-    smtp.ehlo();
-    let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, &wrong)));
+    let r = smtp_auth_plain(port, USER, &wrong);
     assert!(
         r[0].starts_with("535 "),
         "AUTH PLAIN, wrong password: {r:?}"
     );
-    let _ = smtp.cmd("QUIT");
 
     s.assert_logs_clean();
 }
@@ -997,12 +773,15 @@ fn attributes(db: &Db, user: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("attributes of {user}: {e}: {text:?}"))
 }
 
-/// The helper's lines in `log` for `what` (`login`/`lookup`) of `user` over `service`.
-fn helper_lines<'a>(log: &'a str, what: &str, user: &str, service: &str) -> Vec<&'a str> {
+/// Whether `log` has a line of the helper for `what` (`login`/`lookup`) of
+/// `user` over `service` that also contains every one of `more`.
+fn helper_logged(log: &str, what: &str, user: &str, service: &str, more: &[&str]) -> bool {
     let needle = format!("{what} user=\"{user}\" service={service} ");
-    log.lines()
-        .filter(|l| l.contains("mailcow-ldap-auth: ") && l.contains(&needle))
-        .collect()
+    line_with(
+        log,
+        &[&["mailcow-ldap-auth: ", needle.as_str()], more].concat(),
+    )
+    .is_some()
 }
 
 #[test]
@@ -1016,35 +795,25 @@ fn db_first_imap_login_creates_the_mailbox_and_the_second_rewrites_nothing() {
 
     // First login of an LDAP user without a mailbox.
     let from = s.dovecot.log_len();
-    let mut c = Imap::connect(imap);
-    let r = c.login(USER, &right);
-    assert!(r.starts_with("OK"), "first LOGIN (mailbox to create): {r}");
     // The mail process got its userdb fields from the new row.
-    let r = c.cmd("SELECT INBOX");
-    assert!(
-        r.starts_with("OK"),
-        "SELECT INBOX after the first login: {r}"
+    imap_login_and_select(
+        imap,
+        USER,
+        &right,
+        "first LOGIN (mailbox to create)",
+        "SELECT INBOX after the first login",
     );
-    let _ = c.cmd("LOGOUT");
-    let log = s.dovecot.wait_for_log(
-        from,
-        "lookup user=\"jdoe@example.org\" service=imap",
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, "lookup user=\"jdoe@example.org\" service=imap");
     assert!(
         log.contains("mailbox jdoe@example.org created from template \"Staff\""),
         "the helper's creation line in Dovecot's log:\n{log}"
     );
     assert!(
-        helper_lines(&log, "login", USER, "imap")
-            .iter()
-            .any(|l| l.contains("result=accept")),
+        helper_logged(&log, "login", USER, "imap", &["result=accept"]),
         "{log}"
     );
     assert!(
-        helper_lines(&log, "lookup", USER, "imap")
-            .iter()
-            .any(|l| l.contains("result=accept")),
+        helper_logged(&log, "lookup", USER, "imap", &["result=accept"]),
         "{log}"
     );
 
@@ -1085,20 +854,14 @@ fn db_first_imap_login_creates_the_mailbox_and_the_second_rewrites_nothing() {
     let before = s.snapshot();
     let w1 = s.writes();
     let from = s.dovecot.log_len();
-    let mut c = Imap::connect(imap);
-    let r = c.login(USER, &right);
-    assert!(r.starts_with("OK"), "second LOGIN: {r}");
-    let r = c.cmd("SELECT INBOX");
-    assert!(
-        r.starts_with("OK"),
-        "SELECT INBOX after the second login: {r}"
+    imap_login_and_select(
+        imap,
+        USER,
+        &right,
+        "second LOGIN",
+        "SELECT INBOX after the second login",
     );
-    let _ = c.cmd("LOGOUT");
-    let log = s.dovecot.wait_for_log(
-        from,
-        "lookup user=\"jdoe@example.org\" service=imap",
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, "lookup user=\"jdoe@example.org\" service=imap");
     assert!(
         !log.contains("created from template") && !log.contains("updated from the directory"),
         "{log}"
@@ -1118,11 +881,7 @@ fn db_first_imap_login_creates_the_mailbox_and_the_second_rewrites_nothing() {
         r.starts_with("NO") && r.contains("[AUTHENTICATIONFAILED]"),
         "LOGIN as an unknown user: {r}"
     );
-    let log = s.dovecot.wait_for_log(
-        from,
-        &format!("login user=\"{UNKNOWN}\" service=imap"),
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, &format!("login user=\"{UNKNOWN}\" service=imap"));
     assert!(!log.contains("result=tempfail"), "{log}");
     assert_eq!(s.snapshot(), before);
     assert_eq!(s.writes(), w1);
@@ -1166,9 +925,7 @@ fn db_pop3_refused_by_pop3_access_while_imap_works() {
     let (imap, pop3) = (s.dovecot.imap_port, s.dovecot.pop3_port);
     let pop3_login = |pw: &str| {
         let mut pop = Pop3::connect(pop3);
-        let r = pop.cmd(&format!("USER {USER}"));
-        assert!(r.starts_with("+OK"), "USER: {r}");
-        let r = pop.cmd(&format!("PASS {pw}"));
+        let r = pop.login(USER, pw);
         let stat = r.starts_with("+OK").then(|| pop.cmd("STAT"));
         let _ = pop.cmd("QUIT");
         (r, stat)
@@ -1185,15 +942,15 @@ fn db_pop3_refused_by_pop3_access_while_imap_works() {
         r.starts_with("-ERR [AUTH]"),
         "POP3 with pop3_access \"0\" must be refused: {r}"
     );
-    let log = s.dovecot.wait_for_log(
-        from,
-        "login user=\"jdoe@example.org\" service=pop3",
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, "login user=\"jdoe@example.org\" service=pop3");
     assert!(
-        helper_lines(&log, "login", USER, "pop3")
-            .iter()
-            .any(|l| l.contains("result=reject") && l.contains("pop3_access is off")),
+        helper_logged(
+            &log,
+            "login",
+            USER,
+            "pop3",
+            &["result=reject", "pop3_access is off"]
+        ),
         "the helper's reason in Dovecot's log:\n{log}"
     );
     // IMAP still works with the same password.
@@ -1225,23 +982,13 @@ fn db_smtp_auth_refused_by_smtp_access() {
     let mut s = Stack::with_database().with_postfix();
     let right = s.pw(PASSWORD);
     let port = s.postfix().smtp_port;
-    let smtp_auth = |pw: &str| {
-        let mut smtp = Smtp::connect(port);
-        smtp.ehlo();
-        let r = smtp.cmd(&format!("AUTH PLAIN {}", sasl_plain(USER, pw)));
-        let _ = smtp.cmd("QUIT");
-        r
-    };
+    let smtp_auth = |pw: &str| smtp_auth_plain(port, USER, pw);
 
     // SMTP AUTH is a first login too: it creates the mailbox (Staff: smtp_access 1).
     let from = s.dovecot.log_len();
     let r = smtp_auth(&right);
     assert!(r[0].starts_with("235 "), "SMTP AUTH, first login: {r:?}");
-    let log = s.dovecot.wait_for_log(
-        from,
-        "login user=\"jdoe@example.org\" service=smtp",
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, "login user=\"jdoe@example.org\" service=smtp");
     assert!(
         log.contains("mailbox jdoe@example.org created from template \"Staff\""),
         "{log}"
@@ -1256,15 +1003,15 @@ fn db_smtp_auth_refused_by_smtp_access() {
         r[0].starts_with("535 "),
         "SMTP AUTH with smtp_access \"0\": {r:?}"
     );
-    let log = s.dovecot.wait_for_log(
-        from,
-        "login user=\"jdoe@example.org\" service=smtp",
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, "login user=\"jdoe@example.org\" service=smtp");
     assert!(
-        helper_lines(&log, "login", USER, "smtp")
-            .iter()
-            .any(|l| l.contains("result=reject") && l.contains("smtp_access is off")),
+        helper_logged(
+            &log,
+            "login",
+            USER,
+            "smtp",
+            &["result=reject", "smtp_access is off"]
+        ),
         "the helper's reason in Dovecot's log:\n{log}"
     );
     // IMAP is not affected.
@@ -1300,15 +1047,9 @@ fn db_doveadm_user_answers_from_the_mailbox_table() {
     );
     assert!(all.contains("doesn't exist"), "{all}");
     assert!(fields.is_empty(), "{fields:?}");
-    let log = s.dovecot.wait_for_log(
-        from,
-        "lookup user=\"jdoe@example.org\" service=doveadm",
-        LOG_WAIT,
-    );
+    let log = s.log_with(from, "lookup user=\"jdoe@example.org\" service=doveadm");
     assert!(
-        helper_lines(&log, "lookup", USER, "doveadm")
-            .iter()
-            .any(|l| l.contains("result=unknown")),
+        helper_logged(&log, "lookup", USER, "doveadm", &["result=unknown"]),
         "{log}"
     );
     assert_eq!(s.mailboxes(), 0, "a lookup never creates a mailbox");

@@ -13,6 +13,7 @@
 //! Every server is started privately and stopped by its pid when its handle
 //! drops (locals drop in reverse order, also on panic).
 
+use crate::support::clients::{contrib, doveadm_text, imap_login, line_with, moved, Conn, Smtp};
 use crate::support::dovecot::{Dovecot, MAIL_GID, MAIL_UID};
 use crate::support::postfix::Postfix;
 use crate::support::serve::Serve;
@@ -34,25 +35,6 @@ const UNKNOWN: &str = "nobody-here@example.org";
 const SECRET: &str = "e2e-http-secret-5150";
 /// How long to wait for a log line written after the client got its answer.
 const LOG_WAIT: Duration = Duration::from_secs(10);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn contrib(rel: &str) -> String {
-    let p = repo().join("contrib").join(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// `text` with `from` replaced by `to`, which must occur: a shipped file that
-/// changed shape must fail the test, not silently test something else.
-fn moved(text: &str, from: &str, to: &str) -> String {
-    assert!(
-        text.contains(from),
-        "{from:?} not found in the shipped file:\n{text}"
-    );
-    text.replace(from, to)
-}
 
 fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -117,151 +99,39 @@ fn lua_block_23(lua: &Path, serve_port: u16, secret: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Minimal protocol clients.
+// Postfix with Cyrus SASL, and the log and doveadm checks of these tests.
 
-/// One TCP connection read line by line; the transcript goes into panic messages.
-struct Conn {
-    what: &'static str,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    transcript: String,
+/// Connect to Postfix and say EHLO: Cyrus SASL must offer exactly smtpd.conf's
+/// mech_list (the file was read).
+fn cyrus_smtp(port: u16) -> Smtp {
+    let mut s = Smtp::connect(port);
+    let reply = s.ehlo();
+    let auth = reply
+        .iter()
+        .find(|l| l.len() > 4 && l[4..].starts_with("AUTH"))
+        .unwrap_or_else(|| panic!("Postfix offers no AUTH: {reply:?}"));
+    assert_eq!(
+        auth[4..].trim(),
+        "AUTH PLAIN LOGIN",
+        "Cyrus SASL should offer what smtpd.conf's mech_list says"
+    );
+    s
 }
 
-impl Conn {
-    fn open(what: &'static str, port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("connect to {what} on port {port}: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        Conn {
-            what,
-            writer: s.try_clone().unwrap(),
-            reader: BufReader::new(s),
-            transcript: String::new(),
-        }
-    }
-
-    fn line(&mut self) -> String {
-        let mut buf = String::new();
-        match self.reader.read_line(&mut buf) {
-            Ok(0) => panic!(
-                "{}: connection closed; transcript:\n{}",
-                self.what, self.transcript
-            ),
-            Ok(_) => {}
-            Err(e) => panic!("{}: read: {e}; transcript:\n{}", self.what, self.transcript),
-        }
-        let line = buf.trim_end_matches(['\r', '\n']).to_owned();
-        self.transcript.push_str(&format!("S: {line}\n"));
-        line
-    }
-
-    fn send(&mut self, line: &str) {
-        self.transcript.push_str(&format!("C: {line}\n"));
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap_or_else(|e| panic!("{}: write: {e}", self.what));
-    }
+/// One session with `AUTH PLAIN` (an initial response): the first reply line.
+fn auth_plain(port: u16, user: &str, password: &str) -> String {
+    let mut s = cyrus_smtp(port);
+    let r = s.auth_plain(user, password);
+    let _ = s.cmd("QUIT");
+    r[0].clone()
 }
 
-/// IMAP: connect, LOGIN, LOGOUT; returns the tagged LOGIN completion without its tag.
-fn imap_login(port: u16, user: &str, password: &str) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut c = Conn::open("imap", port);
-    let greeting = c.line();
-    assert!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
-    c.send(&format!("a1 LOGIN {} {}", q(user), q(password)));
-    let done = loop {
-        let line = c.line();
-        if let Some(rest) = line.strip_prefix("a1 ") {
-            break rest.to_owned();
-        }
-    };
-    c.send("a2 LOGOUT");
-    done
-}
-
-/// RFC 4648 base64 with padding.
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
-struct Smtp(Conn);
-
-impl Smtp {
-    fn connect(port: u16) -> Smtp {
-        let mut c = Conn::open("smtp", port);
-        let greeting = c.line();
-        assert!(greeting.starts_with("220 "), "SMTP greeting: {greeting}");
-        let mut s = Smtp(c);
-        let reply = s.cmd("EHLO client.example.org");
-        assert!(reply[0].starts_with("250"), "EHLO: {reply:?}");
-        let auth = reply
-            .iter()
-            .find(|l| l.len() > 4 && l[4..].starts_with("AUTH"))
-            .unwrap_or_else(|| panic!("Postfix offers no AUTH: {reply:?}"));
-        // Exactly smtpd.conf's mech_list: the file was read.
-        assert_eq!(
-            auth[4..].trim(),
-            "AUTH PLAIN LOGIN",
-            "Cyrus SASL should offer what smtpd.conf's mech_list says"
-        );
-        s
-    }
-
-    /// Send a command; every line of the (possibly multi-line) reply.
-    fn cmd(&mut self, command: &str) -> Vec<String> {
-        self.0.send(command);
-        let mut lines = Vec::new();
-        loop {
-            let line = self.0.line();
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line);
-            if last {
-                return lines;
-            }
-        }
-    }
-
-    /// `AUTH PLAIN` with an initial response: the first reply line.
-    fn auth_plain(port: u16, user: &str, password: &str) -> String {
-        let mut s = Smtp::connect(port);
-        let r = s.cmd(&format!(
-            "AUTH PLAIN {}",
-            base64(format!("\0{user}\0{password}").as_bytes())
-        ));
-        let _ = s.cmd("QUIT");
-        r[0].clone()
-    }
-
-    /// `AUTH LOGIN`, the other mechanism: the final reply line.
-    fn auth_login(port: u16, user: &str, password: &str) -> String {
-        let mut s = Smtp::connect(port);
-        let r = s.cmd("AUTH LOGIN");
-        assert!(r[0].starts_with("334 "), "AUTH LOGIN: {r:?}");
-        let r = s.cmd(&base64(user.as_bytes()));
-        assert!(r[0].starts_with("334 "), "AUTH LOGIN user: {r:?}");
-        let r = s.cmd(&base64(password.as_bytes()));
-        let _ = s.cmd("QUIT");
-        r[0].clone()
-    }
+/// One session with `AUTH LOGIN`, the other mechanism: the final reply line.
+fn auth_login(port: u16, user: &str, password: &str) -> String {
+    let mut s = cyrus_smtp(port);
+    let r = s.auth_login(user, password);
+    let _ = s.cmd("QUIT");
+    r[0].clone()
 }
 
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> Option<String>) -> String {
@@ -283,27 +153,14 @@ fn serve_log_line(serve: &Serve, needles: &[&str]) -> String {
     wait_for(
         &format!("a serve log line with {needles:?}"),
         LOG_WAIT,
-        || {
-            serve
-                .log_text()
-                .lines()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-                .map(str::to_owned)
-        },
+        || line_with(&serve.log_text(), needles).map(str::to_owned),
     )
 }
 
 /// `doveadm auth test USER PASSWORD`: (exit code, output).
 fn doveadm_auth(dovecot: &Dovecot, user: &str, password: &str) -> (i32, String) {
-    let out = dovecot.doveadm(&["auth", "test", user, password]);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (status, all) = doveadm_text(dovecot, &["auth", "test", user, password]);
+    (status.code().unwrap_or(-1), all)
 }
 
 // ---------------------------------------------------------------------------
@@ -809,7 +666,7 @@ fn postfix_cyrus_sasl_through_serve_socket() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cyrus");
     let smtp = postfix.smtp_port;
 
-    let r = Smtp::auth_plain(smtp, USER, PASSWORD);
+    let r = auth_plain(smtp, USER, PASSWORD);
     assert!(
         r.starts_with("235 "),
         "AUTH PLAIN, right password: {r}\n{}",
@@ -824,23 +681,23 @@ fn postfix_cyrus_sasl_through_serve_socket() {
         ],
     );
     assert!(line.contains("service=smtp"), "{line}");
-    let r = Smtp::auth_login(smtp, USER, PASSWORD);
+    let r = auth_login(smtp, USER, PASSWORD);
     assert!(r.starts_with("235 "), "AUTH LOGIN, right password: {r}");
-    let r = Smtp::auth_plain(smtp, USER, "Wr0ng-cyrus-3");
+    let r = auth_plain(smtp, USER, "Wr0ng-cyrus-3");
     assert!(r.starts_with("535 "), "AUTH PLAIN, wrong password: {r}");
-    let r = Smtp::auth_plain(smtp, UNKNOWN, PASSWORD);
+    let r = auth_plain(smtp, UNKNOWN, PASSWORD);
     assert!(r.starts_with("535 "), "AUTH PLAIN, unknown user: {r}");
 
     // LDAP down: serve closes without an answer, Postfix says "try later".
     slapd.stop();
-    let r = Smtp::auth_plain(smtp, USER, PASSWORD);
+    let r = auth_plain(smtp, USER, PASSWORD);
     assert!(
         r.starts_with("454 "),
         "AUTH PLAIN while slapd is down: {r}\n{}",
         postfix.log()
     );
     slapd.run();
-    let r = Smtp::auth_plain(smtp, USER, PASSWORD);
+    let r = auth_plain(smtp, USER, PASSWORD);
     assert!(r.starts_with("235 "), "AUTH PLAIN, slapd back: {r}");
 
     let all = format!("{}{}", postfix.log(), serve.log_text());

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod dovecot;
 pub mod mariadb;
 pub mod postfix;
