@@ -18,124 +18,28 @@
 # a report); non-zero when something is broken.
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$BENCH_DIR/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
 SCHEMA="$REPO_DIR/tests/integration/schema.sql"
 ROUNDS=${N:-200}
 # Other people in the directory, so that the search has something to skip.
 FILLER_USERS=${FILLER_USERS:-1000}
 
-BASE_DN="dc=example,dc=org"
-ADMIN_DN="cn=admin,$BASE_DN"
-READER_DN="cn=reader,$BASE_DN"
-USER_LOGIN="bench@example.org"
-USER_PW="bench-secret-1"
-DEFAULT_TEMPLATE='{"tags":[],"quota":0,"quarantine_notification":"hourly","quarantine_category":"reject","rl_frame":"s","rl_value":"","force_pw_update":0,"sogo_access":1,"active":1,"tls_enforce_in":0,"tls_enforce_out":0,"imap_access":1,"pop3_access":1,"smtp_access":1,"sieve_access":1,"acl_spam_alias":1,"acl_tls_policy":1,"acl_spam_score":1,"acl_spam_policy":1,"acl_delimiter_action":1,"acl_syncjobs":0,"acl_eas_reset":1,"acl_sogo_profile_reset":0,"acl_pushover":1,"acl_quarantine":1,"acl_quarantine_attachments":1,"acl_quarantine_notification":1,"acl_quarantine_category":1,"acl_app_passwds":1}'
-
-WORK=""
-SLAPD_PID=""
-MARIADB_PID=""
 SERVE_PID=""
-DOVECOT_PIDS=()
-LEFT=""
-
-log() { printf 'dovecot.sh: %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-
-# ---------------------------------------------------------------------------
-# Stopping, by pid.
-
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-
-stop_pid() {
-  local pid=$1 what=$2
-  alive "$pid" || return 0
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 200); do
-    alive "$pid" || break
-    sleep 0.1
-  done
-  if alive "$pid"; then
-    log "$what (pid $pid) did not stop: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-stop_all() {
-  local p c children="" all
-  for p in "${DOVECOT_PIDS[@]}"; do
-    alive "$p" && children="$children $(ps -o pid= --ppid "$p" 2>/dev/null | tr '\n' ' ')"
-  done
-  all="${DOVECOT_PIDS[*]} $SERVE_PID $MARIADB_PID $SLAPD_PID $children"
-  for p in "${DOVECOT_PIDS[@]}"; do
-    stop_pid "$p" dovecot
-  done
-  stop_pid "$SERVE_PID" "mailcow-ldap-auth serve"
-  for c in $children; do
-    for _ in $(seq 50); do
-      alive "$c" || break
-      sleep 0.1
-    done
-    if alive "$c"; then kill -KILL "$c" 2>/dev/null || true; fi
-  done
-  stop_pid "$MARIADB_PID" mariadbd
-  stop_pid "$SLAPD_PID" slapd
-  DOVECOT_PIDS=() SERVE_PID="" MARIADB_PID="" SLAPD_PID=""
-  LEFT=""
-  for c in $all; do
-    if alive "$c"; then LEFT="$LEFT $c"; fi
-  done
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    if [ -n "${KEEP_WORK:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  fi
-  WORK=""
-}
-
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  set +e
-  stop_all
-  [ -z "$LEFT" ] || log "still running after the stop:$LEFT"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------
 # Packages and the binary.
 
 [ "$(id -u)" -eq 0 ] || die "run me as root (Dovecot runs the helper as user dovecot)"
 
-install_packages() {
-  local packages=(slapd ldap-utils mariadb-server mariadb-client dovecot-core dovecot-ldap openssl procps python3)
-  local missing=() p
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-install_packages
+install_packages slapd ldap-utils mariadb-server mariadb-client dovecot-core dovecot-ldap openssl procps python3
 [ -f /usr/lib/dovecot/modules/auth/libauthdb_ldap.so ] ||
   die "Dovecot's LDAP driver (libauthdb_ldap.so) is missing: install dovecot-ldap"
 [ -x /usr/lib/dovecot/checkpassword-reply ] || die "checkpassword-reply is missing (dovecot-core)"
 [ -f "$SCHEMA" ] || die "$SCHEMA not found"
 
-if [ -n "${BIN:-}" ]; then
-  [ -x "$BIN" ] || die "BIN=$BIN is not an executable file"
-else
-  command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or set BIN"
-  log "packaging/build-release.sh (the shipped build)"
-  BIN="$REPO_DIR/$("$REPO_DIR/packaging/build-release.sh" --quiet | tail -n 1)"
-fi
+build_binary
 
 # The extra series (Dovecot's Lua passdb asking `mailcow-ldap-auth serve`)
 # needs dovecot-auth-lua and a binary with the serve command; it is skipped otherwise.
@@ -151,38 +55,8 @@ if [ "$LUA" = 1 ]; then
   fi
 fi
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for_port() {
-  local port=$1 pid=$2 what=$3 logf=$4
-  for _ in $(seq 600); do
-    if (: <>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    if ! alive "$pid"; then
-      cat "$logf" >&2 2>/dev/null || true
-      die "$what exited before listening on 127.0.0.1:$port"
-    fi
-    sleep 0.05
-  done
-  die "$what did not listen on 127.0.0.1:$port within 30 s"
-}
-
-# Wait for a unix socket to appear (a Dovecot instance's auth-client).
-wait_for_socket() {
-  local path=$1 pid=$2 what=$3 logf=$4
-  for _ in $(seq 600); do
-    [ -S "$path" ] && return 0
-    if ! alive "$pid"; then
-      cat "$logf" >&2 2>/dev/null || true
-      die "$what exited before creating $path"
-    fi
-    sleep 0.05
-  done
-  die "$what did not create $path within 30 s"
-}
-
-WORK=$(mktemp -d /tmp/mailcow-ldap-auth-bench-dovecot.XXXXXX)
+# In /tmp whatever TMPDIR says, readable by Dovecot's user.
+make_work mailcow-ldap-auth-bench-dovecot /tmp
 chmod 755 "$WORK"
 DC_GID=$(id -g dovecot)
 install -d -m 755 "$WORK/bin"
@@ -192,91 +66,26 @@ HELPER="$WORK/bin/mailcow-ldap-auth"
 # ---------------------------------------------------------------------------
 # slapd: a service account, the benchmark user and FILLER_USERS others.
 
-LDAP_PORT=$(free_port)
-install -d -m 700 "$WORK/slapd" "$WORK/slapd/db"
-cat >"$WORK/slapd/slapd.conf" <<EOF
-include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-pidfile $WORK/slapd/slapd.pid
-argsfile $WORK/slapd/slapd.args
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-maxsize 104857600
-suffix "$BASE_DN"
-rootdn "$ADMIN_DN"
-rootpw adminpw
-directory $WORK/slapd/db
-index objectClass eq
-index mail,uid eq
-access to attrs=userPassword by self write by anonymous auth by * none
-access to * by users read by anonymous auth by * none
-EOF
-{
-  cat <<EOF
-dn: $BASE_DN
-objectClass: top
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: $READER_DN
-objectClass: simpleSecurityObject
-objectClass: organizationalRole
-cn: reader
-userPassword: readerpw
-
-dn: ou=people,$BASE_DN
-objectClass: organizationalUnit
-ou: people
-
-dn: uid=bench,ou=people,$BASE_DN
-objectClass: inetOrgPerson
-objectClass: extensibleObject
-uid: bench
-cn: Bench User
-sn: User
-displayName: Bench User
-mail: $USER_LOGIN
-otherMailbox: default
-userPassword: $USER_PW
-EOF
+write_ldif() {
+  local i
+  ldif_head
+  ldif_ou people
+  ldif_bench_user default
   for i in $(seq "$FILLER_USERS"); do
     printf '\ndn: uid=user%d,ou=people,%s\nobjectClass: inetOrgPerson\nuid: user%d\ncn: User %d\nsn: %d\nmail: user%d@example.org\nuserPassword: pw%d\n' \
       "$i" "$BASE_DN" "$i" "$i" "$i" "$i" "$i"
   done
-} >"$WORK/slapd/data.ldif"
-slapadd -q -f "$WORK/slapd/slapd.conf" -l "$WORK/slapd/data.ldif"
-slapd -f "$WORK/slapd/slapd.conf" -h "ldap://127.0.0.1:$LDAP_PORT/" -d 0 \
-  </dev/null >/dev/null 2>"$WORK/slapd/slapd.log" &
-SLAPD_PID=$!
-wait_for_port "$LDAP_PORT" "$SLAPD_PID" slapd "$WORK/slapd/slapd.log"
+}
+load_slapd write_ldif
+run_slapd "$USER_DN" "$USER_PW"
 
 # ---------------------------------------------------------------------------
 # MariaDB with mailcow's schema subset, domain example.org, template Default.
 
-DB_PORT=$(free_port)
-DB="$WORK/mariadb"
-install -d -m 700 "$DB"
-mariadb-install-db --no-defaults --datadir="$DB/data" --user=root --skip-test-db \
-  --auth-root-authentication-method=socket >"$DB/install.log" 2>&1 || die "mariadb-install-db failed"
-mariadbd --no-defaults --datadir="$DB/data" --socket="$DB/mysqld.sock" --port="$DB_PORT" \
-  --pid-file="$DB/mariadbd.pid" --bind-address=127.0.0.1 --user=root --skip-log-bin \
-  --innodb-buffer-pool-size=64M </dev/null >/dev/null 2>"$DB/mariadbd.log" &
-MARIADB_PID=$!
-wait_for_port "$DB_PORT" "$MARIADB_PID" mariadbd "$DB/mariadbd.log"
-sql() { mariadb --no-defaults --socket="$DB/mysqld.sock" -uroot "$@"; }
-sql -e "CREATE DATABASE mailcow CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
-        CREATE USER 'mailcow'@'127.0.0.1' IDENTIFIED BY 'mailcowpw';
-        GRANT ALL ON mailcow.* TO 'mailcow'@'127.0.0.1';"
-sql mailcow <"$SCHEMA"
-sql mailcow -e "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active)
-                  VALUES ('example.org', 10, 1024, 10240, 102400, 1);
-                INSERT INTO templates (template, type, attributes)
-                  VALUES ('Default', 'mailbox', '$DEFAULT_TEMPLATE');"
+start_mariadb
+create_mailcow_db mailcow
+root_sql mailcow -e "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active)
+                       VALUES ('example.org', 10, 1024, 10240, 102400, 1);"
 
 # ---------------------------------------------------------------------------
 # Dovecot instances, identical apart from the passdb:
@@ -297,7 +106,7 @@ log_target = "stderr"
 hosts = "127.0.0.1:$LDAP_PORT"
 base_dn = "$BASE_DN"
 bind_dn = "$READER_DN"
-bind_password = "readerpw"
+bind_password = "$READER_PW"
 attribute_field = "otherMailbox"
 
 [dovecot]
@@ -309,8 +118,8 @@ home = "$WORK/vmail/%d/%n"
 host = "127.0.0.1"
 port = $DB_PORT
 name = "mailcow"
-user = "mailcow"
-password = "mailcowpw"
+user = "$DB_USER"
+password = "$DB_PW"
 
 [[attribute_mapping]]
 attribute = "default"
@@ -324,7 +133,7 @@ install -m 640 -g "$DC_GID" /dev/null "$LDAP_EXT"
 cat >"$LDAP_EXT" <<EOF
 uris = ldap://127.0.0.1:$LDAP_PORT
 dn = $READER_DN
-dnpass = readerpw
+dnpass = $READER_PW
 ldap_version = 3
 auth_bind = yes
 base = $BASE_DN
@@ -419,7 +228,8 @@ if [ "$LUA" = 1 ]; then
   { cat "$CONF"; printf '\n[serve]\nhttp_listen = "127.0.0.1:%s"\n' "$SERVE_PORT"; } >"$SERVE_CONF"
   "$HELPER" -c "$SERVE_CONF" serve </dev/null >/dev/null 2>"$WORK/serve.log" &
   SERVE_PID=$!
-  wait_for_port "$SERVE_PORT" "$SERVE_PID" "mailcow-ldap-auth serve" "$WORK/serve.log"
+  stop_at_exit "$SERVE_PID" "mailcow-ldap-auth serve"
+  wait_for_port "$SERVE_PORT" "$SERVE_PID" "mailcow-ldap-auth serve" "$WORK/serve.log" 30
   install -d -m 755 "$WORK/lua"
   install -m 644 "$LUA_SCRIPT" "$WORK/lua/mailcow-ldap-auth.lua"
   # contrib/dovecot-lua/dovecot-2.3.conf, with this run's paths (no shared secret here).
@@ -437,14 +247,15 @@ fi
 
 for dir in "${DIRS[@]}"; do
   dovecot -c "$dir/dovecot.conf" -F </dev/null >/dev/null 2>"$dir/dovecot.stderr" &
-  DOVECOT_PIDS+=("$!")
-  wait_for_socket "$dir/run/auth-client" "$!" "dovecot ($dir)" "$dir/dovecot.stderr"
+  pid=$!
+  stop_at_exit "$pid" dovecot
+  wait_until "dovecot ($dir)" "is ready" "$pid" "$dir/dovecot.stderr" 30 test -S "$dir/run/auth-client"
 done
 
 # The mailbox exists before the first measured login: provision it now.
 doveadm -c "$CP_DIR/dovecot.conf" auth test "$USER_LOGIN" "$USER_PW" >/dev/null ||
   die "the first login through the checkpassword instance failed; see $CP_DIR/dovecot.log"
-[ "$(sql -N mailcow -e "SELECT authsource FROM mailbox WHERE username = '$USER_LOGIN'")" = ldap ] ||
+[ "$(root_sql mailcow -e "SELECT authsource FROM mailbox WHERE username = '$USER_LOGIN'")" = ldap ] ||
   die "the first login did not provision $USER_LOGIN"
 
 # ---------------------------------------------------------------------------

@@ -21,96 +21,25 @@
 # (goals met or not: this is a report), non-zero when something is broken.
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$BENCH_DIR/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
 CLIENTS=${CLIENTS:-8}
 REQUESTS=${REQUESTS:-5000}
 SEQUENTIAL=${SEQUENTIAL:-200}
 SASLAUTHD_N=${SASLAUTHD_N:-$CLIENTS}
 WARMUP=${WARMUP:-200}
 
-BASE_DN="dc=example,dc=org"
-ADMIN_DN="cn=admin,$BASE_DN"
-ADMIN_PW="adminpw"
-READER_DN="cn=reader,$BASE_DN"
-READER_PW="readerpw"
 USERS=8 # bench0..bench7@example.org, password bench-secret-N
 
-WORK=""
-SLAPD_PID=""
 SASLAUTHD_PID=""
 SERVE_PID=""
 
-log() { printf 'serve.sh: %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
 
-install_packages() {
-  local packages=(slapd ldap-utils sasl2-bin)
-  command -v python3 >/dev/null || packages+=(python3)
-  local missing=() p
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  log "installing ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-build_binary() {
-  if [ -n "${BIN:-}" ]; then
-    [ -x "$BIN" ] || die "BIN=$BIN is not an executable file"
-    return 0
-  fi
-  command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or set BIN"
-  log "cargo build --release"
-  (cd "$REPO_DIR" && cargo build --release --quiet --bin mailcow-ldap-auth) || die "the build failed"
-  BIN="$REPO_DIR/target/release/mailcow-ldap-auth"
-}
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# poll CHECK-COMMAND PID WHAT: run CHECK until it succeeds (process PID must stay
-# alive meanwhile); give up after 10 s.
-poll() {
-  local check=$1 pid=$2 what=$3 try
-  for try in $(seq 500); do
-    if eval "$check" 2>/dev/null; then
-      log "$what is ready (after $try polls)"
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || die "$what (pid $pid) exited; see the logs in $WORK"
-    sleep 0.02
-  done
-  die "$what not ready within 10 s"
-}
-
+# The directory: a service account (reader) and USERS users.
 write_ldif() {
-  cat <<EOF
-dn: $BASE_DN
-objectClass: top
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: $READER_DN
-objectClass: simpleSecurityObject
-objectClass: organizationalRole
-cn: reader
-userPassword: $READER_PW
-
-dn: ou=people,$BASE_DN
-objectClass: organizationalUnit
-ou: people
-EOF
+  ldif_head
+  ldif_ou people
   local i
   for i in $(seq 0 $((USERS - 1))); do
     cat <<EOF
@@ -126,42 +55,13 @@ EOF
   done
 }
 
-start_slapd() {
-  local dir="$WORK/slapd"
-  mkdir -p "$dir/db"
-  cat >"$dir/slapd.conf" <<EOF
-include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-pidfile $dir/slapd.pid
-argsfile $dir/slapd.args
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-maxsize 104857600
-suffix "$BASE_DN"
-rootdn "$ADMIN_DN"
-rootpw $ADMIN_PW
-directory $dir/db
-index objectClass eq
-index mail,uid eq
-access to attrs=userPassword by self write by anonymous auth by * none
-access to dn.base="$BASE_DN" by * read
-access to * by users read by anonymous auth by * none
-EOF
-  write_ldif >"$dir/data.ldif"
-  slapadd -f "$dir/slapd.conf" -l "$dir/data.ldif" >"$dir/slapadd.log" 2>&1 ||
-    die "slapadd failed: $(cat "$dir/slapadd.log")"
-  LDAP_PORT=$(free_port)
-  # -d 0: foreground, so $! is slapd's own pid.
-  slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$LDAP_PORT/" -d 0 \
-    </dev/null >/dev/null 2>"$dir/slapd.log" &
-  SLAPD_PID=$!
-  poll "(: <>/dev/tcp/127.0.0.1/$LDAP_PORT)" "$SLAPD_PID" "slapd on 127.0.0.1:$LDAP_PORT"
-  ldapwhoami -x -H "ldap://127.0.0.1:$LDAP_PORT" -D "uid=bench0,ou=people,$BASE_DN" \
-    -w bench-secret-0 >/dev/null || die "ldapwhoami as bench0 failed against the fresh slapd"
+# saslauthd_up SOCKET: whether something accepts connections on unix socket SOCKET.
+saslauthd_up() {
+  python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$1"
 }
+
+# serve_up: whether serve has created its socket and listens for HTTP.
+serve_up() { [ -S "$SERVE_SOCKET" ] && port_open "$SERVE_HTTP_PORT"; }
 
 # Cyrus saslauthd with its LDAP backend: search as the reader, then bind as the user
 # (ldap_auth_method: bind), the same work serve does. No credential cache (-c).
@@ -187,9 +87,10 @@ EOF
   setsid saslauthd -a ldap -O "$dir/saslauthd.conf" -m "$dir/run" -n "$SASLAUTHD_N" -d \
     </dev/null >"$dir/saslauthd.log" 2>&1 &
   SASLAUTHD_PID=$!
+  stop_at_exit "$SASLAUTHD_PID" saslauthd
   SASLAUTHD_SOCKET="$dir/run/mux"
-  poll "python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' $SASLAUTHD_SOCKET" \
-    "$SASLAUTHD_PID" "saslauthd -a ldap -n $SASLAUTHD_N"
+  wait_until "saslauthd -a ldap -n $SASLAUTHD_N" "is ready" "$SASLAUTHD_PID" "$dir/saslauthd.log" 10 \
+    saslauthd_up "$SASLAUTHD_SOCKET"
 }
 
 start_serve() {
@@ -218,28 +119,8 @@ EOF
   )
   "$BIN" -c "$dir/config.toml" serve </dev/null >/dev/null 2>"$dir/serve.log" &
   SERVE_PID=$!
-  poll "[ -S $SERVE_SOCKET ] && (: <>/dev/tcp/127.0.0.1/$SERVE_HTTP_PORT)" "$SERVE_PID" "serve"
-}
-
-stop_pid() { # PID
-  [ -n "$1" ] || return 0
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
-cleanup() {
-  local status=$?
-  stop_pid "$SERVE_PID"
-  stop_pid "$SASLAUTHD_PID"
-  stop_pid "$SLAPD_PID"
-  if [ -n "$WORK" ]; then
-    if [ -n "${KEEP_WORK:-}" ]; then
-      log "kept $WORK"
-    else
-      rm -rf "$WORK"
-    fi
-  fi
-  exit "$status"
+  stop_at_exit "$SERVE_PID" "mailcow-ldap-auth serve"
+  wait_until serve "is ready" "$SERVE_PID" "$dir/serve.log" 10 serve_up
 }
 
 # The client and the report (python3: threads, one connection per request).
@@ -477,18 +358,14 @@ PYEOF
 }
 
 main() {
-  for v in CLIENTS REQUESTS SEQUENTIAL SASLAUTHD_N WARMUP; do
-    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v=${!v} is not a positive integer"
-  done
-  install_packages
+  check_positive "CLIENTS=$CLIENTS" "REQUESTS=$REQUESTS" "SEQUENTIAL=$SEQUENTIAL" \
+    "SASLAUTHD_N=$SASLAUTHD_N" "WARMUP=$WARMUP"
+  install_packages slapd ldap-utils sasl2-bin
   build_binary
+  make_work mailcow-ldap-serve-bench
 
-  WORK=$(mktemp -d -t mailcow-ldap-serve-bench.XXXXXX)
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-
-  start_slapd
+  load_slapd write_ldif
+  run_slapd "uid=bench0,ou=people,$BASE_DN" bench-secret-0
   start_saslauthd
   start_serve
   # checkpassword with the same [ldap] section (serve's config, [serve] unused by it).
