@@ -390,20 +390,34 @@ EOF
 slapadd -f "$tmp/slapd/slapd.conf" -l "$tmp/slapd/data.ldif" >"$tmp/slapadd.log" 2>&1 ||
     { cat "$tmp/slapadd.log" >&2; die "slapadd failed"; }
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port=""
-for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 40000))
-    if ! port_in_use "$p"; then port=$p && break; fi
+# Start slapd on a free port; another process may take the port between the
+# check and slapd's bind, so a slapd that exits is retried on another port.
+start_slapd() {
+    port=""
+    for _ in $(seq 1 50); do
+        p=$((20000 + RANDOM % 40000))
+        if ! port_in_use "$p"; then port=$p && break; fi
+    done
+    [ -n "$port" ] || die "no free port found"
+    # -d 256 (stats) logs why slapd stops, e.g. a failed bind.
+    slapd -f "$tmp/slapd/slapd.conf" -h "ldap://127.0.0.1:$port/" -d 256 </dev/null >/dev/null 2>"$tmp/slapd.log" &
+    slapd_pid=$!
+    for _ in $(seq 1 100); do
+        port_in_use "$port" && return 0
+        kill -0 "$slapd_pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+started=""
+for attempt in 1 2 3; do
+    if start_slapd; then started=yes && break; fi
+    echo "  slapd did not come up on 127.0.0.1:$port (attempt $attempt):"
+    indent <"$tmp/slapd.log" | tail -n 5
+    kill "$slapd_pid" 2>/dev/null || true
+    wait "$slapd_pid" 2>/dev/null || true
 done
-[ -n "$port" ] || die "no free port found"
-slapd -f "$tmp/slapd/slapd.conf" -h "ldap://127.0.0.1:$port/" -d 0 </dev/null >/dev/null 2>"$tmp/slapd.log" &
-slapd_pid=$!
-for _ in $(seq 1 100); do
-    port_in_use "$port" && break
-    kill -0 "$slapd_pid" 2>/dev/null || { cat "$tmp/slapd.log" >&2; die "slapd exited"; }
-    sleep 0.1
-done
-port_in_use "$port" || die "slapd does not listen on 127.0.0.1:$port"
+[ -n "$started" ] || die "slapd did not start (three attempts)"
 echo "  slapd (pid $slapd_pid) on 127.0.0.1:$port"
 
 # The installed config file, edited as an admin would; restored afterwards.
