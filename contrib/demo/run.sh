@@ -7,7 +7,7 @@
 #
 # On a fresh Debian 12 / Ubuntu machine it
 #   1. installs the Debian packages it needs, if missing (apt-get);
-#   2. builds the release binary (cargo build --release; Rust itself is not
+#   2. builds the release binary (packaging/build-release.sh; Rust itself is not
 #      installed for you: https://rustup.rs);
 #   3. starts a PRIVATE OpenLDAP (StartTLS, with its own test CA), MariaDB
 #      (mailcow's schema subset, domain example.org, mailbox templates
@@ -175,15 +175,14 @@ if [ -n "${BIN:-}" ]; then
   [ -x "$BIN" ] || die "BIN=$BIN is not an executable file"
 else
   CARGO=$(find_cargo) || die "cargo not found: install Rust (https://rustup.rs), or set BIN=/path/to/mailcow-ldap-auth"
-  say "Building the release binary (cargo build --release)"
+  say "Building the release binary (packaging/build-release.sh: the shipped build)"
   if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ "$(stat -c %U "$REPO_DIR")" = "$SUDO_USER" ]; then
     # Build as the user who owns the checkout, so target/ stays theirs.
-    sudo -u "$SUDO_USER" -H env "PATH=$(dirname "$CARGO"):$PATH" \
-      "$CARGO" build --release --manifest-path "$REPO_DIR/Cargo.toml"
+    built=$(sudo -u "$SUDO_USER" -H env "PATH=$(dirname "$CARGO"):$PATH" "$REPO_DIR/packaging/build-release.sh" | tail -n 1)
   else
-    "$CARGO" build --release --manifest-path "$REPO_DIR/Cargo.toml"
+    built=$(env "PATH=$(dirname "$CARGO"):$PATH" "$REPO_DIR/packaging/build-release.sh" | tail -n 1)
   fi
-  BIN="$REPO_DIR/target/release/mailcow-ldap-auth"
+  BIN="$REPO_DIR/$built"
 fi
 
 # ---------------------------------------------------------------------------
