@@ -31,6 +31,8 @@ pub struct Dovecot {
     /// The helper's `state_dir`; writable by `dovecot`.
     pub state_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The helper binary as Dovecot runs it (see [`helper_binary`]).
+    pub helper_bin: PathBuf,
     pub imap_port: u16,
     pub pop3_port: u16,
     pub sieve_port: u16,
@@ -100,6 +102,7 @@ impl Dovecot {
             conf: dir.join("dovecot.conf"),
             helper_config: dir.join("mailcow-ldap-auth.toml"),
             log_path: dir.join("dovecot.log"),
+            helper_bin: helper_binary(&dir),
             mail_dir,
             state_dir,
             dir,
@@ -142,7 +145,7 @@ impl Dovecot {
     pub fn helper_args(&self) -> String {
         let args = format!(
             "{} -c {} checkpassword",
-            bin().display(),
+            self.helper_bin.display(),
             self.helper_config.display()
         );
         assert_eq!(
@@ -393,4 +396,25 @@ impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The built binary, or a link to it inside `dir` when user `dovecot` could
+/// not reach the build folder (a checkout under a 0700 home, say): Dovecot
+/// runs the helper as `dovecot`, which must traverse every folder above it.
+fn helper_binary(dir: &Path) -> PathBuf {
+    let built = bin();
+    let reachable = built.ancestors().skip(1).all(|a| {
+        std::fs::metadata(a)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    });
+    if reachable {
+        return built;
+    }
+    let linked = dir.join("mailcow-ldap-auth");
+    if std::fs::hard_link(&built, &linked).is_err() {
+        std::fs::copy(&built, &linked).unwrap();
+    }
+    set_mode(&linked, 0o755);
+    linked
 }
