@@ -116,6 +116,10 @@ impl Postfix {
             log = self.log_path.display(),
             dir = self.dir.display(),
         );
+        // postlogd normally exits after max_use (100) lines or max_idle; while the master
+        // respawns it, the log socket's queue (net.unix.max_dgram_qlen, often 10) can
+        // fill and every Postfix process, master included, blocks writing to it: a
+        // hang seen under load. A long-lived postlogd for the test's short life avoids it.
         let master_cf = format!(
             "# service type private unpriv chroot wakeup maxproc command\n\
              127.0.0.1:{port} inet n - n - - smtpd\n\
@@ -131,7 +135,7 @@ impl Postfix {
              anvil     unix  - - n - 1 anvil\n\
              scache    unix  - - n - 1 scache\n\
              discard   unix  - - n - - discard\n\
-             postlog   unix-dgram n - n - 1 postlogd\n",
+             postlog   unix-dgram n - n - 1 postlogd -o max_use=1000000 -o max_idle=86400\n",
             port = self.smtp_port,
         );
         std::fs::write(self.conf_dir.join("main.cf"), main_cf).unwrap();
