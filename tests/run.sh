@@ -27,7 +27,8 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked "$@"
+# Bounded, so that a hung server fails the run in minutes rather than at CI's limit.
+timeout --kill-after=30 2400 cargo test --locked "$@"
 
 # The Debian package: build, install, check, remove (tests/packaging.sh says what).
 bash tests/packaging.sh

@@ -207,7 +207,14 @@ impl Postfix {
             return;
         }
         let pid = self.master_pid.take().or_else(|| self.read_pid());
-        let stopped = self.postfix(&["stop"]).status.success();
+        // Bounded: a Postfix that cannot log blocks even `postfix stop`.
+        let stopped = Command::new("timeout")
+            .args(["15", "postfix", "-c"])
+            .arg(&self.conf_dir)
+            .arg("stop")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success());
         let Some(pid) = pid else {
             return;
         };
