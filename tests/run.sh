@@ -25,6 +25,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Postfix (started by the end-to-end tests) logs through a unix datagram socket
+# whose queue is net.unix.max_dgram_qlen long (often 10): a full queue blocks
+# every Postfix process until its log daemon catches up, which under load made
+# a test time out. A longer queue for this machine's tests; best effort.
+sysctl -qw net.unix.max_dgram_qlen=512 2>/dev/null || true
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # Bounded, so that a hung server fails the run in minutes rather than at CI's limit.
