@@ -36,15 +36,13 @@ impl HostHealth {
     /// Hosts in the order to try them at time `now`: those without a recent
     /// failure in configured order, then the recently failed ones in configured order.
     pub fn order(&self, hosts: &[Host], now: u64, retry: Duration) -> Vec<Host> {
-        let recent = |h: &Host| {
-            self.failed_at
-                .get(&h.label())
-                .is_some_and(|&t| now < t.saturating_add(retry.as_secs()) && t <= now)
-        };
-        let (bad, good): (Vec<&Host>, Vec<&Host>) = hosts.iter().partition(|h| recent(h));
+        let (bad, good): (Vec<&Host>, Vec<&Host>) = hosts
+            .iter()
+            .partition(|h| self.is_marked(h, now, retry).is_some());
         good.into_iter().chain(bad).cloned().collect()
     }
 
+    /// When `host` failed, if that was less than `retry` ago.
     pub fn is_marked(&self, host: &Host, now: u64, retry: Duration) -> Option<u64> {
         self.failed_at
             .get(&host.label())

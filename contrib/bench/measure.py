@@ -212,6 +212,16 @@ def print_table(header, rows):
         print(fmt(row))
 
 
+
+def print_process_table(series, st, cpu):
+    """The per-process table: wall-time percentiles and the CPU median of each series."""
+    cols = ("min", "p10", "median", "p90", "max")
+    print_table(
+        ["per process, wall ms", *cols, "cpu median"],
+        [[label, *(f"{st[k][c]:.2f}" for c in cols), f"{statistics.median(cpu[k]):.2f}"]
+         for k, label in series],
+    )
+
 def measure(args):
     r = Runner(args)
     timeout = args.timeout_ms
@@ -276,12 +286,7 @@ def measure(args):
     print()
     print_table(["metric", "measured", "target", "result"], rows)
     print()
-    cols = ("min", "p10", "median", "p90", "max")
-    print_table(
-        ["per process, wall ms", *cols, "cpu median"],
-        [[label, *(f"{st[k][c]:.2f}" for c in cols), f"{statistics.median(cpu[k]):.2f}"]
-         for k, label in SERIES],
-    )
+    print_process_table(SERIES, st, cpu)
     print()
     print("ratio and rises: medians of the per-round ratio / difference to the plain login")
     print(f"peak RSS of one ldapwhoami (for comparison): {rss_whoami} KiB")

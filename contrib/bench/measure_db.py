@@ -30,7 +30,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ left in contrib/bench
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import measure  # noqa: E402  (contrib/bench/measure.py)
-from measure import Broken, print_table, stats, verdict  # noqa: E402
+from measure import Broken, print_process_table, print_table, stats, verdict  # noqa: E402
 
 WARMUP_RUNS = 5
 RSS_RUNS = 3
@@ -236,12 +236,7 @@ def measure_login(a):
     print()
     print_table(["metric", "measured", "target", "result"], rows)
     print()
-    cols = ("min", "p10", "median", "p90", "max")
-    print_table(
-        ["per process, wall ms", *cols, "cpu median"],
-        [[label, *(f"{st[k][c]:.2f}" for c in cols), f"{statistics.median(cpu[k]):.2f}"]
-         for k, label in LOGIN_SERIES],
-    )
+    print_process_table(LOGIN_SERIES, st, cpu)
     print()
     print("ratios and shares: medians of the per-round ratio / difference")
     print(f"server CPU during the rounds ({n_runs} runs): slapd {srv1[0] - srv0[0]:.2f} s, "
