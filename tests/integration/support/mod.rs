@@ -25,13 +25,30 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mailcow-ldap-auth"))
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, never handed out twice in
+/// this test process.
+///
+/// Ports come from below the kernel's ephemeral range (32768-60999 on Linux),
+/// walking up from a start derived from the pid, so that neither another call
+/// here nor an outgoing connection's ephemeral port can take a port between
+/// the moment it is handed out and the moment its server binds it. (Binding
+/// port 0 and letting it go handed the same port to two servers of one run.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // A start per process (two test processes at once start far apart).
+    let start = LOW + (std::process::id() % u32::from(SPAN)) as u16;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let candidate = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = LOW + (candidate - LOW) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN);
 }
 
 /// Wait until something accepts TCP connections on `port`, or panic after `limit`.
