@@ -5,9 +5,9 @@
 //! server is contacted, as one line naming the file and the key.
 
 use crate::secret::Secret;
+use crate::trusted_file::{read_trusted, TrustError};
 use serde::Deserialize;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -386,29 +386,38 @@ pub fn resolve_path(cli: Option<PathBuf>) -> PathBuf {
 }
 
 /// Read and parse the file, without merging settings from the database.
+///
+/// The file is opened once and checked on the open descriptor
+/// ([`crate::trusted_file`]): a regular file owned by root or by us,
+/// writable by nobody else, and not readable by others when it holds a
+/// password. The password question needs the parsed text, so the mode is
+/// judged after parsing, on the same descriptor's metadata.
 pub fn load_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let err = |message: String| ConfigError {
         file: path.to_owned(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        err(match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                "not found (give another with -c FILE or MAILCOW_LDAP_AUTH_CONFIG)".to_owned()
-            }
-            std::io::ErrorKind::PermissionDenied => format!(
-                "cannot be read by uid {} (Dovecot runs the helper as its internal user: \
-                 chgrp dovecot {} && chmod 640 {})",
-                current_uid(),
-                path.display(),
-                path.display()
-            ),
-            _ => format!("cannot be read: {e}"),
-        })
-    })?;
-    let raw = parse_str(&text).map_err(err)?;
-    check_file_mode(path, raw.holds_password())?;
+    let file = read_trusted(path, false).map_err(|e| err(config_file_message(path, e)))?;
+    let raw = parse_str(&file.text).map_err(err)?;
+    if raw.holds_password() {
+        file.require_private().map_err(|e| err(e.to_string()))?;
+    }
     Ok(raw)
+}
+
+fn config_file_message(path: &Path, e: TrustError) -> String {
+    match e {
+        TrustError::NotFound => {
+            "not found (give another with -c FILE or MAILCOW_LDAP_AUTH_CONFIG)".to_owned()
+        }
+        TrustError::PermissionDenied { uid } => format!(
+            "cannot be read by uid {uid} (Dovecot runs the helper as its internal user: \
+             chgrp dovecot {} && chmod 640 {})",
+            path.display(),
+            path.display()
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Load and validate in one step (no database settings).
@@ -430,61 +439,20 @@ pub fn parse_str(text: &str) -> Result<RawConfig, String> {
     })
 }
 
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The uid that owns files we create is ours; /proc/self is owned by our uid.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-}
-
-/// Refuse a file that anyone may change, and one holding a password that anyone may read.
-fn check_file_mode(path: &Path, holds_password: bool) -> Result<(), ConfigError> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(());
-    };
-    let mode = meta.permissions().mode();
-    let err = |message: String| ConfigError {
-        file: path.to_owned(),
-        message,
-    };
-    if mode & 0o002 != 0 {
-        return Err(err(format!(
-            "is writable by every user (mode {:o}); fix with: chmod o-w {}",
-            mode & 0o777,
-            path.display()
-        )));
-    }
-    if holds_password && mode & 0o004 != 0 {
-        return Err(err(format!(
-            "holds a password and is readable by every user (mode {:o}); fix with: chmod o-r {} \
-             (and chgrp dovecot {} so Dovecot can still read it)",
-            mode & 0o777,
-            path.display(),
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
 /// First line of a secret file, checked like the config file itself.
 fn read_secret_file(config: &Path, key: &str, file: &str) -> Result<Secret, ConfigError> {
-    let p = Path::new(file);
     let err = |message: String| ConfigError {
         file: config.to_owned(),
         message,
     };
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| err(format!("{key} = \"{file}\" cannot be read: {e}")))?;
-    let text = zeroize::Zeroizing::new(text);
-    if let Ok(meta) = std::fs::metadata(p) {
-        if meta.permissions().mode() & 0o004 != 0 {
-            return Err(err(format!(
-                "{key} = \"{file}\" is readable by every user; fix with: chmod o-r {file}"
-            )));
-        }
-    }
-    let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    let secret =
+        read_trusted(Path::new(file), true).map_err(|e| err(format!("{key} = \"{file}\" {e}")))?;
+    let first = secret
+        .text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('\r');
     if first.is_empty() {
         return Err(err(format!("{key} = \"{file}\" is empty")));
     }

@@ -20,3 +20,4 @@ pub mod secret;
 pub mod serve;
 pub mod sync;
 pub mod tls;
+pub mod trusted_file;

@@ -505,3 +505,70 @@ fn a_hung_server_is_cut_off_by_the_login_deadline() {
         r.stderr
     );
 }
+
+/// The config and its secret files are judged on the descriptor that is read:
+/// a group-writable or foreign-owned file, or a FIFO planted under the name,
+/// is refused with the command that fixes it (before: 0660, 0620 and a file
+/// owned by `nobody` were accepted, and a FIFO hung the login).
+#[test]
+fn config_and_secret_files_writable_by_others_or_foreign_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = Env::new();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let cfg = e.config("");
+    for (m, fix) in [
+        (0o660, "chmod go-w"),
+        (0o620, "chmod go-w"),
+        (0o602, "chmod go-w"),
+    ] {
+        mode(&cfg, m);
+        let r = e.login(&cfg, "jdoe@example.org", "secret1");
+        assert_eq!(r.code, 111, "mode {m:o}: {r:?}");
+        assert!(r.stderr.contains(fix), "mode {m:o}: {}", r.stderr);
+    }
+    mode(&cfg, 0o600);
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+
+    // Owned by someone else (only meaningful when the tests run as root).
+    if crate::support::running_as_root() {
+        std::os::unix::fs::chown(&cfg, Some(65534), None).unwrap();
+        let r = e.login(&cfg, "jdoe@example.org", "secret1");
+        assert_eq!(r.code, 111, "{r:?}");
+        assert!(r.stderr.contains("chown root"), "{}", r.stderr);
+        std::os::unix::fs::chown(&cfg, Some(0), None).unwrap();
+    }
+
+    // A FIFO in place of the config: refused at once, not a hang.
+    let fifo = e.path().join("fifo.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = e.login(&fifo, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+
+    // A group-writable password file.
+    let pw = e.path().join("bindpw-gw");
+    std::fs::write(&pw, format!("{READER_PW}\n")).unwrap();
+    mode(&pw, 0o660);
+    let text = format!(
+        "state_dir = \"{}\"\n[ldap]\nhosts = \"127.0.0.1:{}\"\nbase_dn = \"{BASE}\"\nbind_dn = \"{READER_DN}\"\nbind_password_file = \"{}\"\n",
+        e.path().display(),
+        e.slapd.port,
+        pw.display()
+    );
+    let cfg = write_config(e.path(), "gwpw.toml", &text);
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(
+        r.stderr.contains("bind_password_file") && r.stderr.contains("chmod go-w"),
+        "{}",
+        r.stderr
+    );
+    mode(&pw, 0o640);
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+}
