@@ -11,6 +11,8 @@ packages=(
   mariadb-server mariadb-client
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-auth-lua
   postfix sasl2-bin libsasl2-modules swaks redis-server procps
+  # tests/integration/mailcow_install.rs: a git checkout laid out like mailcow-dockerized
+  git
 )
 missing=()
 for p in "${packages[@]}"; do

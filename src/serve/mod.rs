@@ -216,6 +216,26 @@ fn notify(state: &str) {
     };
 }
 
+/// Bind the HTTP listener. `[::]:P` takes IPv4 and IPv6 alike (mailcow's network
+/// is dual-stack); where the host or container has no IPv6 at all, it falls back
+/// to `0.0.0.0:P` and says so.
+fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(addr) {
+        Err(e)
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && (e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                    || e.kind() == std::io::ErrorKind::AddrNotAvailable) =>
+        {
+            let v4 = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            log::warn(&format!(
+                "serve: cannot listen on {addr} ({e}: no IPv6 here?): listening on {v4} instead"
+            ));
+            TcpListener::bind(v4)
+        }
+        other => other,
+    }
+}
+
 /// Bind the saslauthd socket: replace a stale socket file (never another kind
 /// of file), then apply mode and owner.
 fn bind_unix(cfg: &Config, path: &Path) -> Result<UnixListener, String> {
@@ -300,7 +320,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     if cfg.ldap.ignore_ssl_errors {
         log::warn("ldap.ignore_ssl_errors = true: the directory's TLS certificate is NOT verified");
     }
-    let http = match cfg.serve.http_listen.map(TcpListener::bind).transpose() {
+    let http = match cfg.serve.http_listen.map(bind_http).transpose() {
         Ok(l) => l,
         Err(e) => {
             eprintln!(

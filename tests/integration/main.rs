@@ -7,6 +7,7 @@ mod checkpassword;
 mod contrib_configs;
 mod diagnostics;
 mod e2e;
+mod mailcow_install;
 mod provision;
 mod serve;
 mod serve_e2e;

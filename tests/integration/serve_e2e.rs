@@ -370,19 +370,19 @@ fn lua_logins_are_not_held_up_by_expect_100_continue() {
 /// A stand-in for mailcow's PHP endpoint (nginx:9082 -> mailcowauth.php): it
 /// accepts the passwords mailcow itself keeps (mailboxes of authsource
 /// `mailcow`, app passwords) and counts the requests it gets.
-struct MailcowEndpoint {
-    port: u16,
+pub(crate) struct MailcowEndpoint {
+    pub(crate) port: u16,
     requests: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-const LOCAL_USER: &str = "local@example.org";
-const LOCAL_PW: &str = "local-mailcow-pw";
+pub(crate) const LOCAL_USER: &str = "local@example.org";
+pub(crate) const LOCAL_PW: &str = "local-mailcow-pw";
 const APP_PW: &str = "jdoe-app-password";
 
 impl MailcowEndpoint {
-    fn start() -> MailcowEndpoint {
+    pub(crate) fn start() -> MailcowEndpoint {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -448,7 +448,7 @@ impl MailcowEndpoint {
         )
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
 }
@@ -466,7 +466,7 @@ impl Drop for MailcowEndpoint {
 /// A stand-in for mailcow's passwd-verify.lua: the same request and the same
 /// answers (mailcow's script needs LuaSocket and cjson, which Debian's Dovecot
 /// does not have; this one uses dovecot.http instead).
-fn mailcow_lua_stand_in(port: u16) -> String {
+pub(crate) fn mailcow_lua_stand_in(port: u16) -> String {
     format!(
         r#"-- Stand-in for mailcow's data/conf/dovecot/auth/passwd-verify.lua (tests only).
 local client = nil
@@ -755,10 +755,10 @@ fn mailcow_serve_config_as_shipped() {
         "/etc/mailcow-ldap-auth/db-password",
         &db_pw.display().to_string(),
     );
-    let text = moved(&text, "0.0.0.0:9083", &format!("127.0.0.1:{port}"));
+    let text = moved(&text, "[::]:9083", &format!("127.0.0.1:{port}"));
     let text = moved(
         &text,
-        "/etc/mailcow-ldap-auth/http-secret",
+        "/etc/dovecot/mailcow-ldap-auth/http-secret",
         &secret.display().to_string(),
     );
     // [serve] is the file's last section: the socket the fixture waits for goes there.

@@ -40,6 +40,9 @@ pub struct Dovecot {
     pub auth_port: u16,
     /// The passdb/userdb section of Dovecot's config.
     auth_conf: String,
+    /// Folders bind-mounted (source, target) in a private mount namespace for
+    /// Dovecot and doveadm, as a container's volumes (see [`Dovecot::start_mounted`]).
+    mounts: Vec<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -76,6 +79,20 @@ impl Dovecot {
         helper_body: &str,
         auth: impl FnOnce(&str) -> String,
     ) -> Dovecot {
+        Self::start_mounted(root, helper_body, auth, Vec::new())
+    }
+
+    /// Like [`Dovecot::start_with`], with Dovecot and doveadm in a private mount
+    /// namespace (`unshare --mount`) where each `(source, target)` folder is
+    /// bind-mounted, as a container's volumes are: `(mailcow's data/conf/dovecot,
+    /// /etc/dovecot)` lets `auth` include the files at the paths they have in
+    /// mailcow's container. The host's mounts stay as they are.
+    pub fn start_mounted(
+        root: &Path,
+        helper_body: &str,
+        auth: impl FnOnce(&str) -> String,
+        mounts: Vec<(PathBuf, PathBuf)>,
+    ) -> Dovecot {
         require("dovecot", "dovecot-core");
         require("doveadm", "dovecot-core");
         require("imap", "dovecot-imapd");
@@ -111,6 +128,7 @@ impl Dovecot {
             sieve_port: free_port(),
             auth_port: free_port(),
             auth_conf: String::new(),
+            mounts,
             child: None,
         };
         d.auth_conf = auth(&d.helper_args());
@@ -253,7 +271,8 @@ impl Dovecot {
     pub fn run(&mut self) {
         assert!(self.child.is_none(), "dovecot already running");
         let stderr = std::fs::File::create(self.dir.join("dovecot.stderr")).unwrap();
-        let child = Command::new("dovecot")
+        let child = self
+            .command("dovecot")
             .arg("-c")
             .arg(&self.conf)
             .arg("-F")
@@ -294,6 +313,31 @@ impl Dovecot {
         }
     }
 
+    /// `program`, in the private mount namespace when there are mounts. `unshare`
+    /// and `sh` exec what follows, so the pid is the program's.
+    fn command(&self, program: &str) -> Command {
+        if self.mounts.is_empty() {
+            return Command::new(program);
+        }
+        let mut script = String::new();
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-ec"]);
+        for (i, _) in self.mounts.iter().enumerate() {
+            script.push_str(&format!(
+                "mount --bind \"${}\" \"${}\"\n",
+                2 * i + 1,
+                2 * i + 2
+            ));
+        }
+        script.push_str(&format!("shift {}\nexec \"$@\"\n", 2 * self.mounts.len()));
+        c.arg(script).arg("sh");
+        for (src, dst) in &self.mounts {
+            c.arg(src).arg(dst);
+        }
+        c.arg(program);
+        c
+    }
+
     /// The master's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -309,7 +353,7 @@ impl Dovecot {
 
     /// `doveadm -c CONF args...`; the caller checks the status.
     pub fn doveadm(&self, args: &[&str]) -> Output {
-        Command::new("doveadm")
+        self.command("doveadm")
             .arg("-c")
             .arg(&self.conf)
             .args(args)
@@ -401,7 +445,7 @@ impl Drop for Dovecot {
 /// The built binary, or a link to it inside `dir` when user `dovecot` could
 /// not reach the build folder (a checkout under a 0700 home, say): Dovecot
 /// runs the helper as `dovecot`, which must traverse every folder above it.
-fn helper_binary(dir: &Path) -> PathBuf {
+pub fn helper_binary(dir: &Path) -> PathBuf {
     let built = bin();
     let reachable = built.ancestors().skip(1).all(|a| {
         std::fs::metadata(a)

@@ -39,8 +39,28 @@ impl Serve {
 
     /// Start `serve` with `config` (which must contain the section from [`Serve::section`]).
     pub fn start(config: &Path, port: u16, socket: PathBuf) -> Serve {
+        Self::start_cmd(Command::new(bin()), config, port, socket)
+    }
+
+    /// Like [`Serve::start`], as user and group `ids` (what a container's
+    /// `USER` line does), running `binary` (which that user must reach).
+    pub fn start_as(
+        binary: &Path,
+        ids: (u32, u32),
+        config: &Path,
+        port: u16,
+        socket: PathBuf,
+    ) -> Serve {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(binary);
+        // std drops the supplementary groups when it changes the uid as root.
+        c.uid(ids.0).gid(ids.1);
+        Self::start_cmd(c, config, port, socket)
+    }
+
+    fn start_cmd(mut cmd: Command, config: &Path, port: u16, socket: PathBuf) -> Serve {
         let log = config.with_extension("serve.log");
-        let child = Command::new(bin())
+        let child = cmd
             .arg("-c")
             .arg(config)
             .arg("serve")

@@ -1,0 +1,184 @@
+#!/bin/sh
+# Installs mailcow-ldap-auth's serve route into mailcow-dockerized (see README.md
+# beside this file). Run it as root from the mailcow-dockerized folder:
+#
+#   cd /opt/mailcow-dockerized
+#   sh /path/to/mailcow-ldap-auth/contrib/mailcow/install.sh
+#
+# It can be run again at any time (after an update of mailcow or of this project):
+# what is in place stays as it is, and it never overwrites a file someone changed.
+# A file that differs from what it would write is kept and named at the end, with
+# the command that would replace it; the exit status is then 3 (0: all in place).
+#
+# What it writes (paths in the mailcow-dockerized folder):
+#   data/conf/mailcow-ldap-auth/                serve's folder, mounted at /etc/mailcow-ldap-auth
+#     serve.toml    (0600, uid 10001)           serve's configuration; DBNAME/DBUSER from mailcow.conf
+#     db-password   (0600, uid 10001)           DBPASS from mailcow.conf
+#   data/conf/dovecot/mailcow-ldap-auth/        /etc/dovecot/mailcow-ldap-auth in both containers
+#     (0755: Dovecot's auth process, user dovecot, must reach the script in it)
+#     mailcow-ldap-auth.lua, passdb.conf (0644)
+#     http-secret   (0600, uid 10001)           the shared secret (Dovecot's auth worker is root)
+#   data/conf/dovecot/extra.conf                our import_environment line appended (mailcow's
+#                                               git ignores this file)
+#   data/hooks/dovecot/mailcow-ldap-auth.sh     puts the passdb include line into dovecot.conf at
+#     (0755)                                    every start of mailcow's Dovecot container
+#   docker-compose.override.yml                 created with the service ldap-auth-mailcow when
+#                                               missing; an existing one is never changed
+#   .git/info/exclude                           both folders above, so that update.sh's
+#                                               `git add -A` never commits the secrets
+# uid 10001 is the image's user (packaging/Dockerfile); MAILCOW_LDAP_AUTH_UID changes it.
+set -eu
+
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+IMAGE_UID=${MAILCOW_LDAP_AUTH_UID:-10001}
+attention=0
+
+say() { echo "mailcow-ldap-auth install: $*"; }
+note() {
+    attention=$((attention + 1))
+    echo "mailcow-ldap-auth install: ATTENTION: $*"
+}
+die() {
+    echo "mailcow-ldap-auth install: $*" >&2
+    exit 2
+}
+
+# --- Where are we?
+[ -f mailcow.conf ] && [ -f data/conf/dovecot/dovecot.conf ] && [ -f docker-compose.yml ] \
+    || die "run this from the mailcow-dockerized folder (mailcow.conf, docker-compose.yml and data/conf/dovecot/dovecot.conf not all found in $(pwd))"
+for f in contrib/mailcow/serve.toml contrib/mailcow/docker-compose.override.yml \
+    contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf contrib/mailcow/dovecot/extra.conf \
+    contrib/mailcow/hooks/mailcow-ldap-auth.sh contrib/dovecot-lua/mailcow-ldap-auth.lua; do
+    [ -f "$SRC/$f" ] || die "$SRC/$f is missing: run the script from a mailcow-ldap-auth source tree"
+done
+case "$IMAGE_UID" in "" | *[!0-9]*) die "MAILCOW_LDAP_AUTH_UID=\"$IMAGE_UID\" is not a number" ;; esac
+
+# A value of mailcow.conf (generate_config.sh writes KEY=value, unquoted).
+conf_value() {
+    v=$(sed -n "s/^$1=//p" mailcow.conf | tail -n 1)
+    v=${v#\"}
+    v=${v%\"}
+    printf '%s' "$v"
+}
+DBNAME=$(conf_value DBNAME)
+DBUSER=$(conf_value DBUSER)
+DBPASS=$(conf_value DBPASS)
+for kv in "DBNAME=$DBNAME" "DBUSER=$DBUSER"; do
+    case "${kv#*=}" in
+        "" | *[!A-Za-z0-9_.-]*) die "mailcow.conf: ${kv%%=*} is empty or not a plain name: \"${kv#*=}\"" ;;
+    esac
+done
+[ -n "$DBPASS" ] || die "mailcow.conf: DBPASS is empty"
+
+# --- Helpers: every one leaves an existing, different file alone.
+
+# dir PATH MODE [OWNER]: create the folder, or set its mode (these folders are ours).
+dir() {
+    if [ ! -d "$1" ]; then
+        mkdir -p "$1"
+        say "created $1/"
+    fi
+    chmod "$2" "$1"
+    if [ -n "${3:-}" ]; then chown "$3" "$1"; fi
+}
+
+# put TARGET MODE OWNER: the content on stdin becomes TARGET unless TARGET exists
+# with other content (then it is kept, and named).
+put() {
+    tmp="$1.new.$$"
+    cat >"$tmp"
+    if [ ! -e "$1" ]; then
+        chmod "$2" "$tmp"
+        chown "$3" "$tmp"
+        mv "$tmp" "$1"
+        say "created $1"
+    elif cmp -s "$tmp" "$1"; then
+        rm -f "$tmp"
+        chmod "$2" "$1"
+        chown "$3" "$1"
+    else
+        rm -f "$tmp"
+        note "$1 differs from what this script writes: kept as it is (${4:-compare it with the shipped file})"
+    fi
+}
+
+# --- serve's folder: its configuration and mailcow's database password.
+dir data/conf/mailcow-ldap-auth 0700 "$IMAGE_UID:$IMAGE_UID"
+sed -e "/^\[database\]/,/^\[/ s/^name = .*/name = \"$DBNAME\"/" \
+    -e "/^\[database\]/,/^\[/ s/^user = .*/user = \"$DBUSER\"/" \
+    "$SRC/contrib/mailcow/serve.toml" |
+    put data/conf/mailcow-ldap-auth/serve.toml 0600 "$IMAGE_UID:$IMAGE_UID" \
+        "yours wins; the shipped one is $SRC/contrib/mailcow/serve.toml"
+printf '%s\n' "$DBPASS" |
+    put data/conf/mailcow-ldap-auth/db-password 0600 "$IMAGE_UID:$IMAGE_UID" \
+        "it is not DBPASS of mailcow.conf: rm it and run this again to take DBPASS"
+
+# --- What mailcow's Dovecot reads (data/conf/dovecot is /etc/dovecot in its container).
+dir data/conf/dovecot/mailcow-ldap-auth 0755 0:0
+put data/conf/dovecot/mailcow-ldap-auth/mailcow-ldap-auth.lua 0644 0:0 \
+    "cp $SRC/contrib/dovecot-lua/mailcow-ldap-auth.lua data/conf/dovecot/mailcow-ldap-auth/ takes the shipped one" \
+    <"$SRC/contrib/dovecot-lua/mailcow-ldap-auth.lua"
+put data/conf/dovecot/mailcow-ldap-auth/passdb.conf 0644 0:0 \
+    "cp $SRC/contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf data/conf/dovecot/mailcow-ldap-auth/passdb.conf takes the shipped one" \
+    <"$SRC/contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf"
+if [ ! -s data/conf/dovecot/mailcow-ldap-auth/http-secret ]; then
+    # 32 random bytes, hex: no openssl needed.
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n' |
+        { cat; echo; } | put data/conf/dovecot/mailcow-ldap-auth/http-secret 0600 "$IMAGE_UID:$IMAGE_UID"
+else
+    chmod 0600 data/conf/dovecot/mailcow-ldap-auth/http-secret
+    chown "$IMAGE_UID:$IMAGE_UID" data/conf/dovecot/mailcow-ldap-auth/http-secret
+fi
+
+# extra.conf: mailcow's file for local Dovecot settings (ignored by its git). Our line
+# extends import_environment ($import_environment keeps what earlier lines set).
+extra=data/conf/dovecot/extra.conf
+if [ -f "$extra" ] && grep -q 'MAILCOW_LDAP_AUTH_URL=' "$extra"; then
+    :
+else
+    if [ -s "$extra" ] && [ -n "$(tail -c 1 "$extra")" ]; then echo >>"$extra"; fi
+    cat "$SRC/contrib/mailcow/dovecot/extra.conf" >>"$extra"
+    chmod go+r "$extra"
+    say "appended serve's URL and secret file to $extra"
+fi
+
+# The hook that keeps the include line in dovecot.conf; run once now as well.
+dir data/hooks/dovecot 0755
+put data/hooks/dovecot/mailcow-ldap-auth.sh 0755 0:0 \
+    "cp $SRC/contrib/mailcow/hooks/mailcow-ldap-auth.sh data/hooks/dovecot/ takes the shipped one" \
+    <"$SRC/contrib/mailcow/hooks/mailcow-ldap-auth.sh"
+MAILCOW_LDAP_AUTH_DOVECOT_DIR=data/conf/dovecot sh "$SRC/contrib/mailcow/hooks/mailcow-ldap-auth.sh" |
+    sed 's/^/mailcow-ldap-auth install: /'
+
+# --- Keep our files out of mailcow's git (update.sh runs `git add -A` after a conflict).
+if [ -d .git ]; then
+    mkdir -p .git/info
+    touch .git/info/exclude
+    for p in /data/conf/mailcow-ldap-auth/ /data/conf/dovecot/mailcow-ldap-auth/; do
+        if ! grep -qxF "$p" .git/info/exclude; then
+            printf '%s\n' "$p" >>.git/info/exclude
+            say "added $p to .git/info/exclude"
+        fi
+    done
+    tracked=$(git ls-files -- data/conf/mailcow-ldap-auth data/conf/dovecot/mailcow-ldap-auth 2>/dev/null || true)
+    if [ -n "$tracked" ]; then
+        note "mailcow's git already holds these files (committed by an update?): $(echo "$tracked" | tr '\n' ' ')- 'git rm --cached' them; secrets in them are in the history: replace them"
+    fi
+else
+    note "no .git here: not the git checkout mailcow's update.sh works on?"
+fi
+
+# --- The container: a new override file, or the service to merge by hand.
+if [ ! -e docker-compose.override.yml ]; then
+    put docker-compose.override.yml 0644 0:0 <"$SRC/contrib/mailcow/docker-compose.override.yml"
+elif grep -q '^  ldap-auth-mailcow:' docker-compose.override.yml; then
+    :
+else
+    note "docker-compose.override.yml exists and has no ldap-auth-mailcow service: merge the service from $SRC/contrib/mailcow/docker-compose.override.yml into it (it was not changed)"
+fi
+
+if [ "$attention" -gt 0 ]; then
+    say "$attention thing(s) need your attention (ATTENTION above); everything else is in place"
+    exit 3
+fi
+say "done. Next: docker compose up -d ldap-auth-mailcow && docker compose restart dovecot-mailcow"
