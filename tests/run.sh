@@ -13,6 +13,12 @@ packages=(
   postfix sasl2-bin libsasl2-modules swaks redis-server procps
   # tests/integration/mailcow_install.rs: a git checkout laid out like mailcow-dockerized
   git
+  # A Samba AD DC for the Active Directory tests (tests/integration/support/samba.rs):
+  # the DC, its provisioning data, ldbmodify for offline edits, ip for the namespace's loopback.
+  samba-ad-dc
+  samba-ad-provision
+  ldb-tools
+  iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

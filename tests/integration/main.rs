@@ -3,6 +3,7 @@
 
 mod support;
 
+mod ad;
 mod checkpassword;
 mod contrib_configs;
 mod diagnostics;

@@ -9,6 +9,7 @@ pub mod dovecot;
 pub mod mariadb;
 pub mod postfix;
 pub mod redis;
+pub mod samba;
 pub mod serve;
 pub mod slapd;
 
@@ -248,8 +249,18 @@ pub struct Run {
 /// Run `checkpassword` as Dovecot does: `input` on fd 3, /dev/null on fd 0,
 /// the stub reply program (with its output file as argument) appended.
 pub fn checkpassword(config: &Path, input: &[u8], env: &[(&str, &str)], reply: &StubReply) -> Run {
+    checkpassword_with(&mut Command::new("bash"), config, input, env, reply)
+}
+
+/// [`checkpassword`] with `cmd` as the `bash` to run (e.g. one run through `nsenter`).
+pub fn checkpassword_with(
+    cmd: &mut Command,
+    config: &Path,
+    input: &[u8],
+    env: &[(&str, &str)],
+    reply: &StubReply,
+) -> Run {
     reply.reset();
-    let mut cmd = Command::new("bash");
     // bash moves our stdin (the pipe) to fd 3 and gives the helper /dev/null as fd 0.
     cmd.arg("-c")
         .arg("exec 3<&0 0</dev/null; exec \"$@\"")
