@@ -409,9 +409,32 @@ fn check_host(cfg: &Config, host: &Host) -> bool {
     let mut conn = match dir.connect(host) {
         Ok(conn) => conn,
         Err(crate::directory::Attempt::NextHost(hf)) => {
-            c.fail(&format!("{}: {}", l.tls, hf.reason), hf.hint);
-            if l.tls != TlsMode::Plain && !l.ignore_ssl_errors {
-                show_unverified_certificate(cfg, host, &mut c);
+            let presented = if l.tls != TlsMode::Plain && !l.ignore_ssl_errors {
+                unverified_certificate(cfg, host)
+            } else {
+                None
+            };
+            let lower = hf.reason.to_ascii_lowercase();
+            match presented.as_deref().and_then(tls::CertNames::of) {
+                Some(names)
+                    if lower.contains("notvalidforname") || lower.contains("not valid for") =>
+                {
+                    c.fail(
+                        &format!("{}: {}", l.tls, hf.reason),
+                        &format!(
+                            "the certificate does not name {}: it carries {}; put one of these names in ldap.hosts",
+                            host.name,
+                            names.shown()
+                        ),
+                    )
+                }
+                _ => c.fail(&format!("{}: {}", l.tls, hf.reason), hf.hint),
+            }
+            if let Some(der) = presented {
+                c.note(&format!(
+                    "the server presents: {}",
+                    tls::describe_certificate(&der)
+                ));
             }
             return false;
         }
@@ -430,13 +453,17 @@ fn check_host(cfg: &Config, host: &Host) -> bool {
                 .as_deref()
                 .map(tls::describe_certificate)
                 .unwrap_or_else(|| "no certificate".into());
-            let verified = if l.ignore_ssl_errors {
-                "NOT verified (ignore_ssl_errors)"
+            let (verified, matched) = if l.ignore_ssl_errors {
+                ("NOT verified (ignore_ssl_errors)", String::new())
             } else {
-                "verified"
+                let matched = cert
+                    .as_deref()
+                    .map(|der| format!("; {}", tls::name_match(der, &host.name)))
+                    .unwrap_or_default();
+                ("verified", matched)
             };
             c.pass(&format!(
-                "{} handshake, certificate {verified}: {what}",
+                "{} handshake, certificate {verified}: {what}{matched}",
                 l.tls
             ));
         }
@@ -617,21 +644,16 @@ fn db_label(db: &crate::config::DatabaseConfig) -> String {
     }
 }
 
-/// After a verification failure, show what the server presents, so the admin
-/// can see which CA signed it and which names it carries.
-fn show_unverified_certificate(cfg: &Config, host: &Host, c: &mut Checklist) {
+/// After a verification failure, the certificate the server presents, so the
+/// admin can see which CA signed it and which names it carries.
+fn unverified_certificate(cfg: &Config, host: &Host) -> Option<Vec<u8>> {
     let mut l = cfg.ldap.clone();
     l.ignore_ssl_errors = true;
     let mut dir = Directory::new(&l, &cfg.state_dir, Instant::now() + cfg.login_timeout);
-    if let Ok(mut conn) = dir.connect(host) {
-        if let Ok(Some(der)) = conn.get_peer_certificate() {
-            c.note(&format!(
-                "the server presents: {}",
-                tls::describe_certificate(&der)
-            ));
-        }
-        let _ = conn.unbind();
-    }
+    let mut conn = dir.connect(host).ok()?;
+    let der = conn.get_peer_certificate().ok().flatten();
+    let _ = conn.unbind();
+    der
 }
 
 /// Flush stdout (used before exec or exit).

@@ -130,7 +130,7 @@ pub fn explain(e: &LdapError) -> HostFailure {
     {
         "the server's certificate is not signed by a trusted CA: set ldap.ca_file to the CA certificate (PEM) that signed it, or LDAPTLS_CACERT; ignore_ssl_errors = true disables the check (unsafe)"
     } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
-        "the certificate does not name this host: put a name from the certificate's subjectAltName in ldap.hosts"
+        "the certificate does not name this host: put a name the certificate carries (its subjectAltName, or its CN when it has none; connection-test shows them) in ldap.hosts"
     } else if lower.contains("expired") || lower.contains("notvalidyet") {
         "the server's certificate has expired or is not yet valid: renew it, or check the clocks"
     } else if lower.contains("corrupt message")

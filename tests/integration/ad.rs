@@ -1,9 +1,10 @@
 //! Active Directory: the binary against a real Samba AD DC (see
 //! `support::samba`), as most admins connect mailcow to a directory.
 
-use crate::support::samba::{SambaDc, ALICE, BASE, HOST};
-use crate::support::{write_config, StubReply};
+use crate::support::samba::{SambaDc, ALICE, BOB, HOST, OTHER_HOST};
+use crate::support::{run_ok, write_config, Pki, StubReply};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use tempfile::TempDir;
 
 /// The login filter of the README's Active Directory section: sAMAccountName,
@@ -30,10 +31,15 @@ impl Env {
 
     /// A config with the DC's `[ldap]` section plus `extra` lines in it.
     fn config(&self, ldap_extra: &str, rest: &str) -> PathBuf {
+        self.config_for(HOST, "use_ssl = true", ldap_extra, rest)
+    }
+
+    /// [`Self::config`] for another host name or TLS mode.
+    fn config_for(&self, host: &str, tls_line: &str, ldap_extra: &str, rest: &str) -> PathBuf {
         let text = format!(
             "state_dir = \"{}\"\n{}username_field = \"sAMAccountName\"\nfilter = \"{AD_FILTER}\"\n{ldap_extra}\n{rest}",
             self.path().display(),
-            self.dc.ldap_section(),
+            self.dc.ldap_section_for(host, tls_line),
         );
         write_config(self.path(), "config.toml", &text)
     }
@@ -47,10 +53,142 @@ fn samba_dc_fixture_answers_over_ldaps() {
         .dc
         .read_attr(&format!("(sAMAccountName={})", ALICE.sam), "mail");
     assert_eq!(mail, [ALICE.mail]);
-    let cfg = env.config("ignore_ssl_errors = true\n", "");
+    let dn = env.dc.read_attr("(sAMAccountName=bob)", "dn");
+    assert_eq!(
+        dn,
+        ["CN=Builder\\, Bob,OU=Sales,OU=Staff,DC=corp,DC=example,DC=org"]
+    );
+}
+
+#[test]
+fn samba_certificate_without_subject_alt_name_is_accepted_by_cn() {
+    let env = Env::new();
+    // LDAPS by the name in the certificate's CN, with Samba's CA.
+    let cfg = env.config("", "");
     let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
     assert_eq!(r.code, 0, "{r:?}");
-    let r = env.dc.login(&cfg, ALICE.sam, "wrong", &env.reply);
+    assert!(
+        r.stderr.contains("has no subjectAltName")
+            && r.stderr.contains("should carry a subjectAltName"),
+        "{r:?}"
+    );
+    let r = env.dc.login(&cfg, ALICE.sam, "Wrong-Pass-1", &env.reply);
     assert_eq!(r.code, 1, "{r:?}");
-    let _ = (BASE, HOST);
+    // The non-ASCII password of the user whose CN has a comma, in a nested OU.
+    let r = env.dc.login(&cfg, BOB.sam, BOB.password, &env.reply);
+    assert_eq!(r.code, 0, "{r:?}");
+    let t = env.dc.admin(&cfg, &["connection-test"], "");
+    assert_eq!(t.code, 0, "{t:?}");
+    assert!(
+        t.stdout
+            .contains("; host name matched by CN (the certificate has no subjectAltName)"),
+        "{}",
+        t.stdout
+    );
+    // StartTLS on 389: the same certificate, the same rule.
+    let cfg = env.config_for(HOST, "use_tls = true", "", "");
+    let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Another name of the same address is not in the certificate: refused,
+    // and connection-test shows the name the certificate does carry.
+    let cfg = env.config_for(OTHER_HOST, "use_ssl = true", "", "");
+    let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 111, "{r:?}");
+    let t = env.dc.admin(&cfg, &["connection-test"], "");
+    assert_eq!(t.code, 1, "{t:?}");
+    assert!(
+        t.stdout.contains(&format!("the certificate does not name {OTHER_HOST}: it carries no subjectAltName; CN DC1.corp.example.org")),
+        "{}",
+        t.stdout
+    );
+}
+
+#[test]
+fn a_certificate_with_subject_alt_name_is_judged_by_it_alone() {
+    let mut env = Env::new();
+    // A certificate whose CN is the DC's name but whose subjectAltName names only another.
+    let pki = Pki::create(env.path());
+    let d = env.path();
+    let ossl = |args: &[&str]| {
+        run_ok(Command::new("openssl").args(args).current_dir(d));
+    };
+    ossl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "san.key",
+        "-out",
+        "san.csr",
+        "-subj",
+        &format!("/CN={HOST}"),
+    ]);
+    std::fs::write(
+        d.join("san.cnf"),
+        format!("subjectAltName=DNS:{OTHER_HOST}\n"),
+    )
+    .unwrap();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "san.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "san.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    ]);
+    env.dc.restart_with(&format!(
+        "\ttls certfile = {d}/san.pem\n\ttls keyfile = {d}/san.key\n\ttls cafile = {d}/ca.pem\n",
+        d = d.display()
+    ));
+    let ca_line = format!("ca_file = \"{}\"", pki.ca.display());
+    let with_ca = |host: &str| {
+        let p = env.config_for(host, "use_ssl = true", "", "");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("ca_file") {
+                    ca_line.clone()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        write_config(env.path(), "config.toml", &text)
+    };
+    // The CN names the host, but the certificate has a subjectAltName: refused.
+    let cfg = with_ca(HOST);
+    let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 111, "{r:?}");
+    let t = env.dc.admin(&cfg, &["connection-test"], "");
+    assert!(
+        t.stdout
+            .contains(&format!("it carries subjectAltName {OTHER_HOST}")),
+        "{}",
+        t.stdout
+    );
+    // The subjectAltName's name: accepted, and connection-test says how.
+    let cfg = with_ca(OTHER_HOST);
+    let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("no subjectAltName"), "{r:?}");
+    let t = env.dc.admin(&cfg, &["connection-test"], "");
+    assert_eq!(t.code, 0, "{t:?}");
+    assert!(
+        t.stdout.contains("; host name matched by subjectAltName"),
+        "{}",
+        t.stdout
+    );
 }

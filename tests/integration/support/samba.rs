@@ -368,6 +368,35 @@ impl SambaDc {
         Ok(dc)
     }
 
+    /// Restart Samba (same namespaces, same data) with extra `[global]` lines,
+    /// e.g. another TLS certificate.
+    pub fn restart_with(&mut self, global_lines: &str) {
+        if let Some(mut c) = self.samba.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+        let conf = self.dir.join("etc/smb.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(
+            &conf,
+            text.replacen("[global]\n", &format!("[global]\n{global_lines}\n"), 1),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.join("samba.out")).unwrap();
+        let child = self
+            .in_ns("samba")
+            .args(["-M", "single", "-i", "--debug-stdout", "-d", "1", "-s"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start samba");
+        self.samba = Some(child);
+        self.wait_ready(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     fn holder_pid(&self) -> u32 {
         self.holder.as_ref().map(Child::id).unwrap_or(0)
     }
@@ -495,8 +524,13 @@ impl SambaDc {
     /// A config `[ldap]` section: LDAPS to the DC by its name, Samba's CA,
     /// the service account, the domain root as base.
     pub fn ldap_section(&self) -> String {
+        self.ldap_section_for(HOST, "use_ssl = true")
+    }
+
+    /// [`Self::ldap_section`] with another host name and TLS mode line.
+    pub fn ldap_section_for(&self, host: &str, tls_line: &str) -> String {
         format!(
-            "[ldap]\nhosts = \"{HOST}\"\nuse_ssl = true\nca_file = \"{}\"\nbase_dn = \"{BASE}\"\n\
+            "[ldap]\nhosts = \"{host}\"\n{tls_line}\nca_file = \"{}\"\nbase_dn = \"{BASE}\"\n\
              bind_dn = \"{SVC_DN}\"\nbind_password = \"{SVC_PW}\"\nconnect_timeout_ms = 3000\ntimeout_ms = 5000\n",
             self.ca.display()
         )
