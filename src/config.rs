@@ -80,7 +80,7 @@ pub struct RawLdap {
     pub filter: Option<String>,
     pub attribute_field: Option<String>,
     pub bind_dn: Option<String>,
-    pub bind_password: Option<String>,
+    pub bind_password: Option<Secret>,
     pub bind_password_file: Option<String>,
     pub connect_timeout_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
@@ -132,7 +132,7 @@ pub struct RawDatabase {
     pub port: Option<u16>,
     pub name: Option<String>,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub password_file: Option<String>,
     pub tls: Option<bool>,
     pub ca_file: Option<String>,
@@ -159,7 +159,7 @@ pub struct RawProvisioning {
 #[serde(deny_unknown_fields)]
 pub struct RawMailcow {
     pub settings_from_database: Option<bool>,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -462,14 +462,14 @@ fn read_secret_file(config: &Path, key: &str, file: &str) -> Result<Secret, Conf
 impl RawConfig {
     /// Whether the file itself holds a password (as opposed to naming a file with one).
     pub fn holds_password(&self) -> bool {
-        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        let set = |v: &Option<Secret>| v.as_ref().is_some_and(|s| !s.is_empty());
         set(&self.ldap.bind_password)
             || self.database.as_ref().is_some_and(|d| set(&d.password))
             || self
                 .mailcow
                 .redis_url
-                .as_deref()
-                .is_some_and(|u| u.contains('@'))
+                .as_ref()
+                .is_some_and(|u| u.expose().contains('@'))
     }
 
     pub fn settings_from_database(&self) -> bool {
@@ -619,11 +619,7 @@ impl RawConfig {
             mappings,
             provisioning,
             settings_from_database: from_db,
-            redis_url: self
-                .mailcow
-                .redis_url
-                .filter(|s| !s.is_empty())
-                .map(Secret::new),
+            redis_url: self.mailcow.redis_url.filter(|s| !s.is_empty()),
             sync,
             serve,
         })
@@ -875,7 +871,7 @@ fn validate_ldap(path: &Path, r: RawLdap) -> Result<LdapConfig, ConfigError> {
                 "ldap.bind_password and ldap.bind_password_file are both set: keep one".into(),
             ))
         }
-        (Some(p), None) => Secret::new(p),
+        (Some(p), None) => p,
         (None, Some(f)) => read_secret_file(path, "ldap.bind_password_file", &f)?,
         (None, None) => Secret::default(),
     };
@@ -955,7 +951,7 @@ pub fn validate_database(path: &Path, d: RawDatabase) -> Result<DatabaseConfig, 
                 "database.password and database.password_file are both set: keep one".into(),
             ))
         }
-        (Some(p), None) => Secret::new(p),
+        (Some(p), None) => p,
         (None, Some(f)) => read_secret_file(path, "database.password_file", &f)?,
         (None, None) => Secret::default(),
     };

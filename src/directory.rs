@@ -83,8 +83,29 @@ pub fn user_filter(template: &FilterTemplate, username_field: &str, login: &str)
     match template {
         FilterTemplate::And { extra: None } => format!("({username_field}={value})"),
         FilterTemplate::And { extra: Some(f) } => format!("(&{f}({username_field}={value}))"),
-        FilterTemplate::Placeholder(f) => f.replace("%u", &value).replace("%s", &value),
+        FilterTemplate::Placeholder(f) => expand_placeholders(f, &value),
     }
+}
+
+/// Replace every `%u` and `%s` in `template` with `value`, in one pass: text
+/// that came from the value is never scanned again (a login `a%sb` expanded
+/// twice before).
+fn expand_placeholders(template: &str, value: &str) -> String {
+    let mut out = String::with_capacity(template.len() + value.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if after.starts_with('u') || after.starts_with('s') {
+            out.push_str(value);
+            rest = &after[1..];
+        } else {
+            out.push('%');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Why one host could not be used; the next host is tried.
@@ -439,6 +460,13 @@ impl<'a> Directory<'a> {
             // An empty password makes an "unauthenticated" bind that many servers accept.
             return Err(Attempt::Final(Failure::BadRequest("empty password".into())));
         }
+        if dn.trim().is_empty() {
+            // A simple bind with an empty name is anonymous (RFC 4513 5.1.2),
+            // whatever the password: it proves nothing.
+            return Err(Attempt::Final(Failure::Temporary(
+                "the directory returned an entry with an empty DN; refusing to bind as it".into(),
+            )));
+        }
         let t = self.op_timeout().map_err(Attempt::Final)?;
         let r = conn
             .with_timeout(t)
@@ -663,6 +691,11 @@ mod tests {
         );
         let ph = FilterTemplate::Placeholder("(|(uid=%u)(mail=%s))".into());
         assert_eq!(user_filter(&ph, "mail", "j*"), "(|(uid=j\\2a)(mail=j\\2a))");
+        // A placeholder inside the login is not expanded again.
+        assert_eq!(user_filter(&ph, "mail", "a%sb"), "(|(uid=a%sb)(mail=a%sb))");
+        assert_eq!(user_filter(&ph, "mail", "%u"), "(|(uid=%u)(mail=%u))");
+        let odd = FilterTemplate::Placeholder("(&(x=100%)(uid=%u)(y=%%))".into());
+        assert_eq!(user_filter(&odd, "mail", "j"), "(&(x=100%)(uid=j)(y=%%))");
     }
 
     #[test]

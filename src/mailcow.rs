@@ -760,7 +760,7 @@ pub fn ui_settings(rows: &[(String, String)]) -> Result<UiSettings, String> {
         filter: get("filter"),
         attribute_field: text("attribute_field"),
         bind_dn: text("binddn"),
-        bind_password: text("bindpass"),
+        bind_password: text("bindpass").map(crate::secret::Secret::new),
         ..RawLdap::default()
     };
     let list = |k: &str| -> Result<Vec<String>, String> {
@@ -884,7 +884,10 @@ mod tests {
         assert_eq!(ui.ldap.use_ssl, Some(true));
         assert_eq!(ui.ldap.use_tls, Some(false));
         assert_eq!(ui.ldap.ignore_ssl_errors, Some(false));
-        assert_eq!(ui.ldap.bind_password.as_deref(), Some("pw"));
+        assert_eq!(
+            ui.ldap.bind_password.as_ref().map(|p| p.expose()),
+            Some("pw")
+        );
         let m = ui.mappings.unwrap();
         assert_eq!(
             (m[1].attribute.as_str(), m[1].template.as_str()),

@@ -264,17 +264,31 @@ pub fn canonical_address(cfg: &Config, entry: &UserEntry, login: &str) -> Result
 
 /// Whether `service` may be used by the mailbox: `<service>_access` "0" refuses it.
 pub fn service_allowed(row: &MailboxRow, service: Option<&str>) -> Result<(), Failure> {
-    let flag = match service {
-        Some("imap") => "imap_access",
-        Some("pop3") => "pop3_access",
-        Some("sieve" | "managesieve") => "sieve_access",
-        Some("smtp" | "submission") => "smtp_access",
-        _ => return Ok(()),
+    let Some(flag) = service.and_then(access_flag) else {
+        return Ok(());
     };
-    match row.attr(flag).as_deref() {
-        Some("0") => Err(Failure::Denied(format!("{flag} is off for this mailbox"))),
-        _ => Ok(()),
+    match row.attr(&flag).as_deref() {
+        // PHP's loose `!= '1'`: 1, "1" and true allow.
+        Some("1" | "true") | None => Ok(()),
+        Some(_) => Err(Failure::Denied(format!("{flag} is off for this mailbox"))),
     }
+}
+
+/// The mailbox attribute that allows `service`, as mailcow names it: the
+/// lower-cased service name + `_access` (`user_login()` in mailcow's
+/// `data/web/inc/functions.auth.inc.php`), with Dovecot's names for the same
+/// protocols folded in (`managesieve` is sieve, `submission` is smtp). Any
+/// service is checked this way (`eas`, `dav`, `sogo` too), and a flag the
+/// mailbox does not carry allows it, as in mailcow. `None`: no service given.
+pub fn access_flag(service: &str) -> Option<String> {
+    let s = service.trim().to_ascii_lowercase();
+    let s = match s.as_str() {
+        "" | "none" => return None,
+        "managesieve" => "sieve",
+        "submission" => "smtp",
+        other => other,
+    };
+    Some(format!("{s}_access"))
 }
 
 /// Whether a login may proceed for an existing mailbox (active, domain active, service).
@@ -321,7 +335,7 @@ pub fn check_domain_room(
         )));
     }
     let quota = if template_quota == 0 {
-        d.defquota_mib * MIB
+        d.defquota_mib.saturating_mul(MIB)
     } else {
         template_quota
     };
@@ -330,14 +344,17 @@ pub fn check_domain_room(
             "the template asks for an unlimited quota, which domain {domain} does not allow"
         )));
     }
-    if quota > d.maxquota_mib * MIB {
+    if quota > d.maxquota_mib.saturating_mul(MIB) {
         return Err(Failure::Denied(format!(
             "quota {} MiB is above domain {domain}'s per-mailbox maximum of {} MiB",
             quota / MIB,
             d.maxquota_mib
         )));
     }
-    let left = (d.quota_mib * MIB).saturating_sub(d.quota_used_bytes);
+    let left = d
+        .quota_mib
+        .saturating_mul(MIB)
+        .saturating_sub(d.quota_used_bytes);
     if quota > left {
         return Err(Failure::Denied(format!(
             "quota {} MiB is more than the {} MiB left of domain {domain}'s \"Domain quota\"",
@@ -596,6 +613,20 @@ mod tests {
         assert!(login_allowed(&row, Some("pop3")).is_err());
         assert!(login_allowed(&row, Some("submission")).is_ok());
         assert!(login_allowed(&row, Some("lmtp")).is_ok());
+        // Every service is checked against its flag, not only the four mail
+        // protocols (eas and dav were never checked), in any case.
+        row.attributes = serde_json::from_str(
+            r#"{"eas_access":"0","dav_access":"1","sieve_access":0,"smtp_access":"0"}"#,
+        )
+        .unwrap();
+        assert!(login_allowed(&row, Some("eas")).is_err());
+        assert!(login_allowed(&row, Some("EAS")).is_err());
+        assert!(login_allowed(&row, Some("dav")).is_ok());
+        assert!(login_allowed(&row, Some("managesieve")).is_err());
+        assert!(login_allowed(&row, Some("Submission")).is_err());
+        assert!(login_allowed(&row, Some("NONE")).is_ok());
+        assert_eq!(access_flag("POP3").as_deref(), Some("pop3_access"));
+        assert_eq!(access_flag(""), None);
         row.active = 2;
         assert!(login_allowed(&row, Some("imap")).is_ok());
         row.active = 0;

@@ -33,6 +33,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Secrets in the raw config (TOML) are read straight into a `Secret`, so the
+/// parsed structs never hold a password in a plain `String` (nor print one).
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
         Secret::new(s.to_owned())
@@ -50,5 +58,19 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
         assert_eq!(format!("{:?}", Secret::default()), "Secret(<empty>)");
+    }
+
+    #[test]
+    fn raw_config_debug_never_prints_a_password() {
+        let raw = crate::config::parse_str(
+            "[ldap]\nbind_password = \"hunter2\"\n[database]\npassword = \"dbpw42\"\n\
+             [mailcow]\nredis_url = \"redis://:redispw9@h\"\n",
+        )
+        .unwrap();
+        let shown = format!("{raw:?}");
+        for pw in ["hunter2", "dbpw42", "redispw9"] {
+            assert!(!shown.contains(pw), "{pw} in {shown}");
+        }
+        assert!(raw.holds_password());
     }
 }
