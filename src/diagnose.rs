@@ -307,7 +307,21 @@ fn failure_hint(f: &Failure) -> Option<&'static str> {
         Failure::WrongPassword => Some("the directory refused this password for the DN found"),
         Failure::BadRequest(_) => Some("a login and a non-empty password are required"),
         Failure::Temporary(_) => Some("run `mailcow-ldap-auth connection-test` to check every host"),
+        Failure::Denied(r) if r.contains("Active Directory: data") => Some(ad_hint(r)),
         Failure::Denied(_) | Failure::Misuse(_) => None,
+    }
+}
+
+/// What an admin does about an Active Directory refusal.
+fn ad_hint(reason: &str) -> &'static str {
+    if reason.contains("locked out") {
+        "the account is locked out after too many wrong passwords: unlock it in Active Directory, or wait for the lockout duration"
+    } else if reason.contains("disabled") {
+        "the account is disabled in Active Directory; a filter with (!(userAccountControl:1.2.840.113556.1.4.803:=2)) keeps disabled accounts out before the bind"
+    } else if reason.contains("expired") || reason.contains("must change") {
+        "the password or account has expired or must be changed: the user (or an admin) sets a new one in Active Directory"
+    } else {
+        "Active Directory refused this account for the reason named: see the account's settings there"
     }
 }
 

@@ -180,6 +180,53 @@ pub fn explain(e: &LdapError) -> HostFailure {
     HostFailure { reason: text, hint }
 }
 
+/// The `data XXX` code Active Directory (and Samba) put in the diagnostic
+/// text of a refused bind (result 49), e.g. `80090308: LdapErr:
+/// DSID-0C09042A, comment: AcceptSecurityContext error, data 775, v3839`.
+/// Only the code is taken from the server's text; the text itself is never
+/// shown.
+pub fn ad_data_code(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("acceptsecuritycontext error, data ")?
+        + "acceptsecuritycontext error, data ".len();
+    let code: String = lower[start..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    (!code.is_empty()).then_some(code)
+}
+
+/// What an Active Directory `data` code means, in words.
+pub fn ad_reason(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "52e" => "wrong password",
+        "525" => "no such user",
+        "530" => "logon not permitted at this time (logon hours)",
+        "531" => "logon not permitted from this workstation",
+        "532" => "password expired",
+        "533" => "account disabled",
+        "568" => "too many security IDs (group memberships)",
+        "701" => "account expired",
+        "773" => "must change password",
+        "775" => "account locked out",
+        _ => return None,
+    })
+}
+
+/// The failure for a user bind refused with result 49: a wrong password,
+/// unless the server's diagnostic names another Active Directory reason.
+fn refusal(text: &str) -> Failure {
+    match ad_data_code(text) {
+        None => Failure::WrongPassword,
+        Some(code) if code == "52e" => Failure::WrongPassword,
+        Some(code) => Failure::Denied(format!(
+            "{} (Active Directory: data {code})",
+            ad_reason(&code).unwrap_or("the directory refused the bind")
+        )),
+    }
+}
+
 fn result_failure(what: &str, r: &ldap3::LdapResult) -> String {
     if r.text.is_empty() {
         format!("{what}: result code {}", r.rc)
@@ -474,7 +521,7 @@ impl<'a> Directory<'a> {
             .map_err(|e| Attempt::NextHost(explain(&e)))?;
         match r.rc {
             rc::SUCCESS => Ok(()),
-            rc::INVALID_CREDENTIALS => Err(Attempt::Final(Failure::WrongPassword)),
+            rc::INVALID_CREDENTIALS => Err(Attempt::Final(refusal(&r.text))),
             rc::CONSTRAINT_VIOLATION | rc::INSUFFICIENT_ACCESS | rc::UNWILLING_TO_PERFORM => {
                 Err(Attempt::Final(Failure::Denied(result_failure(
                     "the directory refused the bind",
@@ -696,6 +743,31 @@ mod tests {
         assert_eq!(user_filter(&ph, "mail", "%u"), "(|(uid=%u)(mail=%u))");
         let odd = FilterTemplate::Placeholder("(&(x=100%)(uid=%u)(y=%%))".into());
         assert_eq!(user_filter(&odd, "mail", "j"), "(&(x=100%)(uid=j)(y=%%))");
+    }
+
+    #[test]
+    fn active_directory_refusal_reasons() {
+        let ad = "80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error, data 775, v3839";
+        assert_eq!(ad_data_code(ad).as_deref(), Some("775"));
+        let samba = "0000052E: AcceptSecurityContext error, data 52e, v1db1";
+        assert_eq!(ad_data_code(samba).as_deref(), Some("52e"));
+        assert_eq!(ad_data_code("invalid credentials"), None);
+        assert_eq!(ad_data_code("AcceptSecurityContext error, data , v1"), None);
+        assert_eq!(refusal(samba), Failure::WrongPassword);
+        assert_eq!(refusal(""), Failure::WrongPassword);
+        assert_eq!(
+            refusal(ad),
+            Failure::Denied("account locked out (Active Directory: data 775)".into())
+        );
+        assert_eq!(
+            refusal("AcceptSecurityContext error, data 533, v1"),
+            Failure::Denied("account disabled (Active Directory: data 533)".into())
+        );
+        // An unknown code is named, never the server's text.
+        assert_eq!(
+            refusal("x: AcceptSecurityContext error, data 9ab, secret stuff"),
+            Failure::Denied("the directory refused the bind (Active Directory: data 9ab)".into())
+        );
     }
 
     #[test]

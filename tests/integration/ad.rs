@@ -1,7 +1,10 @@
 //! Active Directory: the binary against a real Samba AD DC (see
 //! `support::samba`), as most admins connect mailcow to a directory.
 
-use crate::support::samba::{SambaDc, ALICE, BOB, HOST, OTHER_HOST};
+use crate::support::samba::{
+    AdUser, SambaDc, ALICE, BOB, DORA_DISABLED, EVE_EXPIRED, HOST, LARRY, LOCKOUT_THRESHOLD,
+    MIKE_MUST_CHANGE, OTHER_HOST,
+};
 use crate::support::{run_ok, write_config, Pki, StubReply};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -188,6 +191,110 @@ fn a_certificate_with_subject_alt_name_is_judged_by_it_alone() {
     assert_eq!(t.code, 0, "{t:?}");
     assert!(
         t.stdout.contains("; host name matched by subjectAltName"),
+        "{}",
+        t.stdout
+    );
+}
+
+/// The login filter without the disabled-account clause, so that AD itself refuses.
+const ANY_ACCOUNT_FILTER: &str =
+    "(&(objectClass=user)(|(sAMAccountName=%u)(userPrincipalName=%u)(mail=%u)))";
+
+/// A refused login: exit 1, `reason` in the log line and in `test`.
+fn assert_refused(env: &Env, cfg: &Path, user: &AdUser, reason: &str) {
+    let r = env.dc.login(cfg, user.sam, user.password, &env.reply);
+    assert_eq!(r.code, 1, "{}: {r:?}", user.sam);
+    assert!(
+        r.stderr.contains("result=reject") && r.stderr.contains(reason),
+        "{}: {r:?}",
+        user.sam
+    );
+    assert!(
+        !r.stderr.contains("AcceptSecurityContext"),
+        "raw server text logged: {r:?}"
+    );
+    let t = env
+        .dc
+        .admin(cfg, &["test", user.sam], &format!("{}\n", user.password));
+    assert_eq!(t.code, 1, "{}: {t:?}", user.sam);
+    assert!(
+        t.stdout.contains("RESULT: reject") && t.stdout.contains(reason),
+        "{}: {}",
+        user.sam,
+        t.stdout
+    );
+}
+
+#[test]
+fn active_directory_refusal_reasons_are_named_and_still_exit_1() {
+    let env = Env::new();
+    // The README's filter keeps the disabled account out before any bind.
+    let cfg = env.config("", "");
+    let r = env
+        .dc
+        .login(&cfg, DORA_DISABLED.sam, DORA_DISABLED.password, &env.reply);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("reason=\"unknown user\""), "{r:?}");
+    let t = env.dc.admin(
+        &cfg,
+        &["test", DORA_DISABLED.sam],
+        &format!("{}\n", DORA_DISABLED.password),
+    );
+    assert!(
+        t.stdout.contains("RESULT: reject - unknown user"),
+        "{}",
+        t.stdout
+    );
+
+    // Without that clause, AD refuses the bind and says why.
+    let cfg = env.config_for(HOST, "use_ssl = true", "", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(AD_FILTER, ANY_ACCOUNT_FILTER);
+    let cfg = write_config(env.path(), "any.toml", &text);
+    assert_refused(
+        &env,
+        &cfg,
+        &DORA_DISABLED,
+        "account disabled (Active Directory: data 533)",
+    );
+    assert_refused(
+        &env,
+        &cfg,
+        &EVE_EXPIRED,
+        "account expired (Active Directory: data 701)",
+    );
+    assert_refused(
+        &env,
+        &cfg,
+        &MIKE_MUST_CHANGE,
+        "must change password (Active Directory: data 773)",
+    );
+    // A wrong password is a wrong password.
+    let r = env.dc.login(&cfg, ALICE.sam, "Wrong-Pass-1", &env.reply);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("reason=\"wrong password\""), "{r:?}");
+    // Each wrong password counts; at the threshold the account is locked out,
+    // and then even the right password is refused, with that reason.
+    for _ in 0..LOCKOUT_THRESHOLD {
+        let r = env.dc.login(&cfg, LARRY.sam, "Wrong-Pass-1", &env.reply);
+        assert_eq!(r.code, 1, "{r:?}");
+    }
+    assert_eq!(
+        env.dc.read_attr("(sAMAccountName=larry)", "badPwdCount"),
+        [LOCKOUT_THRESHOLD.to_string()]
+    );
+    assert_refused(
+        &env,
+        &cfg,
+        &LARRY,
+        "account locked out (Active Directory: data 775)",
+    );
+    let t = env
+        .dc
+        .admin(&cfg, &["test", LARRY.sam], &format!("{}\n", LARRY.password));
+    assert!(
+        t.stdout.contains("unlock it in Active Directory"),
         "{}",
         t.stdout
     );
