@@ -159,6 +159,7 @@ pub struct RawProvisioning {
 #[serde(deny_unknown_fields)]
 pub struct RawMailcow {
     pub settings_from_database: Option<bool>,
+    pub settings_refresh_seconds: Option<u64>,
     pub redis_url: Option<Secret>,
 }
 
@@ -367,6 +368,9 @@ pub struct Config {
     pub mappings: Vec<Mapping>,
     pub provisioning: ProvisioningConfig,
     pub settings_from_database: bool,
+    /// serve: how often mailcow's `identity_provider` rows are read again (with
+    /// `settings_from_database`); `None`: only at start and on SIGHUP.
+    pub settings_refresh: Option<Duration>,
     pub redis_url: Option<Secret>,
     pub sync: SyncConfig,
     pub serve: ServeConfig,
@@ -619,6 +623,15 @@ impl RawConfig {
             mappings,
             provisioning,
             settings_from_database: from_db,
+            settings_refresh: match self.mailcow.settings_refresh_seconds.unwrap_or(10) {
+                0 => None,
+                n if n > 86_400 => {
+                    return Err(err(format!(
+                        "mailcow.settings_refresh_seconds = {n}: at most 86400 (0: only at start and on SIGHUP)"
+                    )))
+                }
+                n => Some(Duration::from_secs(n)),
+            },
             redis_url: self.mailcow.redis_url.filter(|s| !s.is_empty()),
             sync,
             serve,

@@ -846,6 +846,83 @@ pub fn load_config(
     Ok((cfg, Some(store)))
 }
 
+/// What `serve` runs on: the configuration, the `identity_provider` rows it
+/// was made from (with `settings_from_database`), and whether mailcow's UI has
+/// the LDAP provider switched off.
+pub struct ServeSettings {
+    pub cfg: Config,
+    pub rows: Option<Vec<(String, String)>>,
+    /// `authsource` of mailcow's Identity Provider when it is not `ldap`
+    /// (`""` when none is set): serve then answers "not ours" to every login.
+    pub provider_off: Option<String>,
+}
+
+/// Like [`load_config`], for `serve`: with `settings_from_database`, mailcow's
+/// UI may also have the LDAP provider switched off. The file must still be
+/// valid then; its directory settings are not used, and where the file leaves
+/// them out a placeholder no connection is ever made to stands in.
+pub fn load_serve_config(
+    path: &std::path::Path,
+    deadline: Instant,
+) -> Result<ServeSettings, Failure> {
+    let raw = config::load_raw(path).map_err(|e| Failure::Temporary(e.to_string()))?;
+    if !raw.settings_from_database() {
+        let cfg = raw
+            .validate(path, UiSettings::default())
+            .map_err(|e| Failure::Temporary(e.to_string()))?;
+        return Ok(ServeSettings {
+            cfg,
+            rows: None,
+            provider_off: None,
+        });
+    }
+    let db = config::validate_database(path, raw.database.clone().unwrap_or_default())
+        .map_err(|e| Failure::Temporary(e.to_string()))?;
+    let rows = read_identity_provider(&db, deadline)?;
+    let source = identity_provider_source(&rows);
+    let (ui, provider_off) = if source == "ldap" {
+        let ui = ui_settings(&rows)
+            .map_err(|e| Failure::Temporary(format!("config from mailcow's database: {e}")))?;
+        (ui, None)
+    } else {
+        let mut ui = UiSettings::default();
+        ui.ldap.hosts = Some(HostList::One(
+            "identity-provider-is-not-ldap.invalid".into(),
+        ));
+        ui.ldap.base_dn = Some("dc=invalid".into());
+        (ui, Some(source))
+    };
+    let cfg = raw.validate(path, ui).map_err(|e| {
+        Failure::Temporary(format!(
+            "{e} (settings_from_database: keys not in the file come from mailcow's UI)"
+        ))
+    })?;
+    Ok(ServeSettings {
+        cfg,
+        rows: Some(rows),
+        provider_off,
+    })
+}
+
+/// mailcow's `identity_provider` rows, on a connection of their own.
+pub fn read_identity_provider(
+    db: &DatabaseConfig,
+    deadline: Instant,
+) -> Result<Vec<(String, String)>, Failure> {
+    let mut store = Store::connect(db, deadline)?;
+    let mut rows = store.identity_provider_rows()?;
+    rows.sort();
+    Ok(rows)
+}
+
+/// The `authsource` row: which identity provider mailcow's UI has chosen.
+pub fn identity_provider_source(rows: &[(String, String)]) -> String {
+    rows.iter()
+        .find(|(k, _)| k == "authsource")
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

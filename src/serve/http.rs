@@ -310,6 +310,13 @@ fn decide(rt: &Runtime, body: AuthBody, kind: RequestKind, peer: Option<&str>) -
 
 /// Per-host directory health and database reachability (no credentials needed).
 fn health(rt: &Runtime) -> (u16, Value) {
+    if let Some(source) = &rt.provider_off {
+        // Nothing of ours to probe: logins go on to mailcow's passdbs.
+        return (
+            200,
+            json!({"ok": true, "identity_provider": source, "ldap": "not used: mailcow's Identity Provider is not LDAP"}),
+        );
+    }
     let now = crate::health::unix_now();
     let memory = rt.ldap.health();
     let hosts: Vec<Value> = rt

@@ -4,9 +4,12 @@
 //! decision `checkpassword` makes, with warm LDAP and database connections.
 //!
 //! Threads: one acceptor per listener, a bounded queue, a fixed pool of
-//! workers, one signal thread. SIGTERM/SIGINT drain what was accepted and
-//! exit 0; SIGHUP reloads the configuration (a bad one is reported and the
-//! old one kept).
+//! workers, one signal thread, and (with `settings_from_database`) one thread
+//! that reads mailcow's `identity_provider` rows again every
+//! `settings_refresh_seconds` and applies any change, so serve follows mailcow's
+//! UI as mailcow's PHP does. SIGTERM/SIGINT drain what was accepted and exit 0;
+//! SIGHUP reloads the configuration. A bad configuration or unreadable rows are
+//! reported and the last good settings kept.
 
 mod http;
 mod queue;
@@ -16,7 +19,7 @@ use crate::auth::{self, Decision, Request};
 use crate::config::Config;
 use crate::directory::{Backend, LdapPool, Silent};
 use crate::log;
-use crate::mailcow::{self, Store};
+use crate::mailcow::{self, ServeSettings, Store};
 use crate::outcome::Failure;
 use queue::BoundedQueue;
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +27,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -37,15 +41,18 @@ pub struct Runtime {
     pub cfg: Config,
     pub ldap: LdapPool,
     db: Mutex<Vec<(Store, Instant)>>,
+    /// mailcow's Identity Provider, when its UI has switched LDAP off.
+    pub provider_off: Option<String>,
 }
 
 impl Runtime {
-    pub fn new(cfg: Config) -> Runtime {
+    pub fn new(cfg: Config, provider_off: Option<String>) -> Runtime {
         let ldap = LdapPool::new(cfg.serve.ldap_connections);
         Runtime {
             cfg,
             ldap,
             db: Mutex::new(Vec::new()),
+            provider_off,
         }
     }
 
@@ -67,6 +74,17 @@ impl Runtime {
 
     /// Decide one request with pooled connections.
     pub fn decide(&self, req: &Request) -> Decision {
+        if let Some(source) = &self.provider_off {
+            // Not ours: Dovecot goes on to mailcow's passdbs, as mailcow's UI says.
+            return Decision {
+                result: Err(Failure::Denied(format!(
+                    "mailcow's Identity Provider is {}, not LDAP",
+                    provider_name(source)
+                ))),
+                host: None,
+                entry: None,
+            };
+        }
         let mut slot = if self.cfg.database.is_some() {
             self.take_store()
         } else {
@@ -110,10 +128,24 @@ impl Runtime {
     }
 }
 
+fn provider_name(source: &str) -> String {
+    if source.is_empty() {
+        "not set".into()
+    } else {
+        format!("\"{source}\"")
+    }
+}
+
 /// The shared, swappable runtime.
 pub struct Shared {
     current: RwLock<Arc<Runtime>>,
     config_path: PathBuf,
+    /// The `identity_provider` rows the current runtime was made from.
+    rows: Mutex<Option<Vec<(String, String)>>>,
+    /// Rows that changed but could not be used: not tried again until they change.
+    bad_rows: Mutex<Option<Vec<(String, String)>>>,
+    /// Whether the last re-read of the rows failed (said once, until it works).
+    refresh_failing: AtomicBool,
 }
 
 impl Shared {
@@ -126,9 +158,31 @@ impl Shared {
 
     /// Load the configuration again; keep the old one if the new one is bad.
     pub fn reload(&self) -> Result<(), String> {
-        let (cfg, _) =
-            mailcow::load_config(&self.config_path, Instant::now() + Duration::from_secs(10))
+        let settings =
+            mailcow::load_serve_config(&self.config_path, Instant::now() + Duration::from_secs(10))
                 .map_err(|f| f.to_string())?;
+        self.install(settings);
+        Ok(())
+    }
+
+    fn new(settings: ServeSettings, config_path: &Path) -> Shared {
+        log_provider(None, settings.provider_off.as_deref());
+        Shared {
+            current: RwLock::new(Arc::new(Runtime::new(settings.cfg, settings.provider_off))),
+            config_path: config_path.to_owned(),
+            rows: Mutex::new(settings.rows),
+            bad_rows: Mutex::new(None),
+            refresh_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Make `settings` the current runtime (requests in flight finish on the old one).
+    fn install(&self, settings: ServeSettings) {
+        let ServeSettings {
+            cfg,
+            rows,
+            provider_off,
+        } = settings;
         let old = self.runtime();
         if cfg.serve.http_listen != old.cfg.serve.http_listen
             || cfg.serve.saslauthd_socket != old.cfg.serve.saslauthd_socket
@@ -136,9 +190,94 @@ impl Shared {
         {
             log::warn("serve: listeners and workers keep their old settings until a restart");
         }
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Runtime::new(cfg));
-        Ok(())
+        if old.provider_off != provider_off {
+            log_provider(Some(old.provider_off.as_deref()), provider_off.as_deref());
+        }
+        *self.rows.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Runtime::new(cfg, provider_off));
     }
+
+    /// One look at mailcow's `identity_provider` rows: apply them if they
+    /// changed. A failed read keeps the current settings and is said once.
+    fn refresh(&self) {
+        let rt = self.runtime();
+        let Some(db) = rt
+            .cfg
+            .database
+            .as_ref()
+            .filter(|_| rt.cfg.settings_from_database)
+        else {
+            return;
+        };
+        let rows =
+            match mailcow::read_identity_provider(db, Instant::now() + Duration::from_secs(5)) {
+                Ok(rows) => rows,
+                Err(f) => {
+                    if !self.refresh_failing.swap(true, Ordering::SeqCst) {
+                        log::warn(&format!(
+                            "serve: cannot read mailcow's Identity Provider settings again ({f}): \
+                         keeping the last good ones"
+                        ));
+                    }
+                    return;
+                }
+            };
+        if self.refresh_failing.swap(false, Ordering::SeqCst) {
+            log::info("serve: mailcow's Identity Provider settings can be read again");
+        }
+        let same = |m: &Mutex<Option<Vec<(String, String)>>>| {
+            m.lock().unwrap_or_else(|p| p.into_inner()).as_ref() == Some(&rows)
+        };
+        if same(&self.rows) || same(&self.bad_rows) {
+            return;
+        }
+        match mailcow::load_serve_config(
+            &self.config_path,
+            Instant::now() + Duration::from_secs(10),
+        ) {
+            Ok(settings) => {
+                self.install(settings);
+                *self.bad_rows.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                log::info("serve: mailcow's Identity Provider settings changed: now in effect");
+            }
+            Err(f) => {
+                log::error(&format!(
+                    "serve: mailcow's Identity Provider settings changed but cannot be used ({f}): \
+                     keeping the last good ones"
+                ));
+                *self.bad_rows.lock().unwrap_or_else(|p| p.into_inner()) = Some(rows);
+            }
+        }
+    }
+}
+
+/// Say when serve starts or stops answering for LDAP because of mailcow's UI.
+fn log_provider(old: Option<Option<&str>>, new: Option<&str>) {
+    match (old, new) {
+        (_, Some(source)) => log::warn(&format!(
+            "serve: mailcow's Identity Provider is {}, not LDAP: every login is answered \
+             \"not ours\" (401) until it is LDAP again",
+            provider_name(source)
+        )),
+        (Some(Some(_)), None) => log::info("serve: mailcow's Identity Provider is LDAP again"),
+        _ => {}
+    }
+}
+
+/// Every `settings_refresh` (read from the current runtime, so a reload can
+/// change it), [`Shared::refresh`]; ends when `stop` is dropped.
+fn spawn_refresher(shared: Arc<Shared>, stop: mpsc::Receiver<()>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || loop {
+        let every = shared.runtime().cfg.settings_refresh;
+        match stop.recv_timeout(every.unwrap_or(Duration::from_secs(1))) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        if every.is_some() {
+            shared.refresh();
+        }
+    })
 }
 
 /// A connection waiting for a worker.
@@ -301,14 +440,15 @@ fn lookup_id(file: &str, name: &str) -> Result<u32, String> {
 
 /// The `serve` command.
 pub fn run(config_path: &Path) -> ExitCode {
-    let (cfg, _) = match mailcow::load_config(config_path, Instant::now() + Duration::from_secs(10))
-    {
-        Ok(c) => c,
-        Err(f) => {
-            eprintln!("mailcow-ldap-auth serve: {f}");
-            return ExitCode::from(111);
-        }
-    };
+    let settings =
+        match mailcow::load_serve_config(config_path, Instant::now() + Duration::from_secs(10)) {
+            Ok(s) => s,
+            Err(f) => {
+                eprintln!("mailcow-ldap-auth serve: {f}");
+                return ExitCode::from(111);
+            }
+        };
+    let cfg = &settings.cfg;
     log::init(cfg.log_target);
     if cfg.serve.http_listen.is_none() && cfg.serve.saslauthd_socket.is_none() {
         eprintln!(
@@ -331,7 +471,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
     };
     let sasl_path = cfg.serve.saslauthd_socket.clone();
-    let sasl = match sasl_path.as_deref().map(|p| bind_unix(&cfg, p)).transpose() {
+    let sasl = match sasl_path.as_deref().map(|p| bind_unix(cfg, p)).transpose() {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mailcow-ldap-auth serve: {e}");
@@ -340,10 +480,9 @@ pub fn run(config_path: &Path) -> ExitCode {
     };
     let workers = cfg.serve.workers;
     let queue_timeout = cfg.serve.queue_timeout;
-    let shared = Arc::new(Shared {
-        current: RwLock::new(Arc::new(Runtime::new(cfg))),
-        config_path: config_path.to_owned(),
-    });
+    let shared = Arc::new(Shared::new(settings, config_path));
+    let (stop_refresher, stopped) = mpsc::channel();
+    let refresher = spawn_refresher(shared.clone(), stopped);
     let queue: Arc<BoundedQueue<Job>> = Arc::new(BoundedQueue::new(workers * 4));
     let stopping = Arc::new(AtomicBool::new(false));
 
@@ -426,6 +565,8 @@ pub fn run(config_path: &Path) -> ExitCode {
     for a in acceptors {
         let _ = a.join();
     }
+    drop(stop_refresher);
+    let _ = refresher.join();
     queue.close();
     for t in threads {
         let _ = t.join();

@@ -9,6 +9,7 @@ mod contrib_configs;
 mod diagnostics;
 mod e2e;
 mod mailcow_install;
+mod mailcow_ui;
 mod provision;
 mod serve;
 mod serve_e2e;
