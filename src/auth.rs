@@ -4,6 +4,7 @@
 //! exit status.
 
 use crate::config::Config;
+use crate::db_slot::StoreSource;
 use crate::directory::{Backend, Directory, Found, Trace, UserEntry};
 use crate::health::unix_now;
 use crate::log;
@@ -196,13 +197,13 @@ pub fn choose_template<'a>(
 }
 
 /// Decide one request. `deadline` bounds the whole of it. `ldap` says where
-/// directory connections come from; `store` is the caller's database
-/// connection slot: used if filled, filled when empty and the configuration
-/// has a `[database]`, so a long-running caller can keep it.
+/// directory connections come from; `db` where database connections come
+/// from: no connection is held while the directory is asked
+/// ([`StoreSource::release`]), so an LDAP outage costs mailcow's database nothing.
 pub fn decide(
     cfg: &Config,
     ldap: Backend,
-    store: &mut Option<Store>,
+    db: &mut dyn StoreSource,
     req: &Request,
     deadline: Instant,
     trace: &mut dyn Trace,
@@ -215,7 +216,7 @@ pub fn decide(
     d.result = decide_inner(
         cfg,
         ldap,
-        store,
+        db,
         req,
         deadline,
         trace,
@@ -238,7 +239,7 @@ fn fields(cfg: &Config, user: &str, quota: Option<u64>) -> UserFields {
 fn decide_inner(
     cfg: &Config,
     ldap: Backend,
-    store: &mut Option<Store>,
+    db: &mut dyn StoreSource,
     req: &Request,
     deadline: Instant,
     trace: &mut dyn Trace,
@@ -254,12 +255,11 @@ fn decide_inner(
             _ => return Err(Failure::BadRequest("empty password".into())),
         },
     };
-    if let (None, Some(db)) = (store.as_ref(), &cfg.database) {
-        *store = Some(Store::connect(db, deadline)?);
-    }
-
     // With a database, a lookup is answered from mailcow's mailboxes alone.
-    if let (RequestKind::Lookup, Some(store)) = (req.kind, store.as_mut()) {
+    if req.kind == RequestKind::Lookup && db.configured() {
+        let Some(store) = db.get(deadline)? else {
+            return Err(Failure::UnknownUser);
+        };
         let addr = provision::login_as_address(&req.login).ok_or(Failure::UnknownUser)?;
         let row = store.mailbox(&addr)?.ok_or(Failure::UnknownUser)?;
         if !row.is_ldap() {
@@ -275,7 +275,10 @@ fn decide_inner(
 
     // A mailbox of another authsource is not ours: say no before asking the directory.
     let mut known = None;
-    if let (Some(store), Some(addr)) = (store.as_mut(), provision::login_as_address(&req.login)) {
+    if let (true, Some(addr)) = (db.configured(), provision::login_as_address(&req.login)) {
+        let Some(store) = db.get(deadline)? else {
+            return Err(Failure::UnknownUser);
+        };
         if let Some(row) = store.mailbox(&addr)? {
             if !row.is_ldap() {
                 trace.step(&format!(
@@ -288,6 +291,8 @@ fn decide_inner(
         }
     }
 
+    // No database connection is held while the directory answers.
+    db.release();
     let attrs = wanted_attributes(cfg);
     let mut dir = Directory::with_backend(&cfg.ldap, ldap, deadline);
     let found = dir.find_user(&req.login, password, &attrs, trace);
@@ -296,7 +301,7 @@ fn decide_inner(
     *host = Some(h.label());
     let entry = &*found_entry.insert(entry);
 
-    let Some(store) = store.as_mut() else {
+    let Some(store) = db.get(deadline)? else {
         let user = req.login.to_lowercase();
         return Ok(Accepted {
             fields: fields(cfg, &user, None),

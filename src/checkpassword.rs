@@ -7,6 +7,7 @@
 //! * otherwise it exits with the status [`crate::outcome`] decides.
 
 use crate::auth::{self, Accepted, Request};
+use crate::db_slot::OneShot;
 use crate::directory::{Backend, Silent};
 use crate::log;
 use crate::mailcow;
@@ -175,11 +176,10 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
     };
 
     // The configuration (and, with settings_from_database, mailcow's own settings).
-    let (cfg, mut store) =
-        match mailcow::load_config(config_path, started + Duration::from_secs(10)) {
-            Ok(c) => c,
-            Err(f) => return finish(&ctx, None, Err(f), None, reply),
-        };
+    let (cfg, store) = match mailcow::load_config(config_path, started + Duration::from_secs(10)) {
+        Ok(c) => c,
+        Err(f) => return finish(&ctx, None, Err(f), None, reply),
+    };
     log::init(cfg.log_target);
     if let Some(w) = &watchdog {
         w.set(cfg.login_timeout + Duration::from_millis(500));
@@ -205,10 +205,11 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
         remote_ip: ctx.remote_ip.clone(),
         dry_run: false,
     };
+    let mut db = OneShot::new(cfg.database.as_ref(), store);
     let decision = auth::decide(
         &cfg,
         Backend::OneShot(&cfg.state_dir),
-        &mut store,
+        &mut db,
         &request,
         started + cfg.login_timeout,
         &mut Silent,

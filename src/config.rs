@@ -671,9 +671,10 @@ fn validate_serve(path: &Path, r: RawServe) -> Result<ServeConfig, ConfigError> 
     }
     let ldap_connections = r.ldap_connections.unwrap_or(8);
     let db_connections = r.db_connections.unwrap_or(4);
-    if ldap_connections > 256 || db_connections > 256 {
+    if ldap_connections > 256 || !(1..=256).contains(&db_connections) {
         return Err(err(
-            "serve.ldap_connections and serve.db_connections must be at most 256".into(),
+            "serve.ldap_connections must be at most 256 and serve.db_connections between 1 and 256"
+                .into(),
         ));
     }
     let max_body_bytes = r.max_body_bytes.unwrap_or(8192);

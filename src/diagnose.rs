@@ -102,7 +102,7 @@ pub fn test_user(cfg: &Config, login: &str, lookup_only: bool, dry_run: bool) ->
     let decision = auth::decide(
         cfg,
         backend,
-        &mut None,
+        &mut crate::db_slot::OneShot::new(cfg.database.as_ref(), None),
         &req,
         started + cfg.login_timeout,
         &mut Printer,

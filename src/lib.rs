@@ -9,6 +9,7 @@ pub mod checkpassword;
 pub mod cli;
 pub mod config;
 pub mod cronlog;
+pub mod db_slot;
 pub mod diagnose;
 pub mod directory;
 pub mod health;

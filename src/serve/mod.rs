@@ -17,6 +17,7 @@ mod saslauthd;
 
 use crate::auth::{self, Decision, Request};
 use crate::config::Config;
+use crate::db_slot::StoreSource;
 use crate::directory::{Backend, LdapPool, Silent};
 use crate::log;
 use crate::mailcow::{self, ServeSettings, Store};
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// I/O limit on a client connection (slow clients must not hold a worker).
@@ -40,9 +41,19 @@ const DB_PING_AFTER: Duration = Duration::from_secs(10);
 pub struct Runtime {
     pub cfg: Config,
     pub ldap: LdapPool,
-    db: Mutex<Vec<(Store, Instant)>>,
+    db: Mutex<DbPool>,
+    db_free: Condvar,
     /// mailcow's Identity Provider, when its UI has switched LDAP off.
     pub provider_off: Option<String>,
+}
+
+/// The database connections of one runtime: at most `serve.db_connections`
+/// open at once, idle or in use. A request holds one only while it reads or
+/// writes, never while the directory answers.
+#[derive(Default)]
+struct DbPool {
+    idle: Vec<(Store, Instant)>,
+    open: usize,
 }
 
 impl Runtime {
@@ -51,25 +62,71 @@ impl Runtime {
         Runtime {
             cfg,
             ldap,
-            db: Mutex::new(Vec::new()),
+            db: Mutex::new(DbPool::default()),
+            db_free: Condvar::new(),
             provider_off,
         }
     }
 
-    fn take_store(&self) -> Option<Store> {
+    fn lock_db(&self) -> std::sync::MutexGuard<'_, DbPool> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection: an idle one, a new one while fewer than
+    /// `serve.db_connections` are open, else the next one given back before `deadline`.
+    fn take_store(&self, deadline: Instant) -> Result<Store, Failure> {
+        let Some(db) = &self.cfg.database else {
+            return Err(Failure::Temporary("no [database] configured".into()));
+        };
+        let max = self.cfg.serve.db_connections;
+        let mut pool = self.lock_db();
         loop {
-            let (mut store, since) = self.db.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-            if since.elapsed() < DB_PING_AFTER || store.ping().is_ok() {
-                return Some(store);
+            if let Some((mut store, since)) = pool.idle.pop() {
+                drop(pool);
+                if since.elapsed() < DB_PING_AFTER || store.ping().is_ok() {
+                    return Ok(store);
+                }
+                drop(store);
+                self.forget_store();
+                pool = self.lock_db();
+                continue;
             }
+            if pool.open < max {
+                pool.open += 1;
+                drop(pool);
+                return Store::connect(db, deadline).inspect_err(|_| self.forget_store());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Failure::Temporary(format!(
+                    "all {max} database connections (serve.db_connections) stayed busy until the login time limit"
+                )));
+            }
+            pool = self
+                .db_free
+                .wait_timeout(pool, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
+    /// Give a healthy connection back.
     fn put_store(&self, store: Store) {
-        let mut pool = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < self.cfg.serve.db_connections {
-            pool.push((store, Instant::now()));
-        }
+        self.lock_db().idle.push((store, Instant::now()));
+        self.db_free.notify_one();
+    }
+
+    /// A connection taken was closed (or never opened): room for another.
+    fn forget_store(&self) {
+        let mut pool = self.lock_db();
+        pool.open = pool.open.saturating_sub(1);
+        drop(pool);
+        self.db_free.notify_one();
+    }
+
+    /// Database connections open right now, idle or in use (for tests and /health).
+    pub fn db_open(&self) -> usize {
+        self.lock_db().open
     }
 
     /// Decide one request with pooled connections.
@@ -85,23 +142,25 @@ impl Runtime {
                 entry: None,
             };
         }
-        let mut slot = if self.cfg.database.is_some() {
-            self.take_store()
-        } else {
-            None
-        };
         let deadline = Instant::now() + self.cfg.login_timeout;
+        let mut lease = Lease {
+            rt: self,
+            held: None,
+        };
         let d = auth::decide(
             &self.cfg,
             Backend::Pooled(&self.ldap),
-            &mut slot,
+            &mut lease,
             req,
             deadline,
             &mut Silent,
         );
-        if let Some(store) = slot {
+        if let Some(store) = lease.held.take() {
             // After a temporary failure the connection may be the problem: drop it.
-            if !matches!(d.result, Err(Failure::Temporary(_))) {
+            if matches!(d.result, Err(Failure::Temporary(_))) {
+                drop(store);
+                self.forget_store();
+            } else {
                 self.put_store(store);
             }
         }
@@ -110,21 +169,40 @@ impl Runtime {
 
     /// Whether the database answers now (for /health).
     pub fn database_status(&self) -> Option<Result<(), String>> {
-        let db = self.cfg.database.as_ref()?;
-        let res = match self.take_store() {
-            Some(store) => {
-                self.put_store(store);
-                Ok(())
-            }
-            None => match Store::connect(db, Instant::now() + Duration::from_secs(3)) {
-                Ok(store) => {
-                    self.put_store(store);
-                    Ok(())
-                }
-                Err(f) => Err(f.to_string()),
-            },
-        };
-        Some(res)
+        self.cfg.database.as_ref()?;
+        Some(
+            self.take_store(Instant::now() + Duration::from_secs(3))
+                .map(|store| self.put_store(store))
+                .map_err(|f| f.to_string()),
+        )
+    }
+}
+
+/// One request's use of the runtime's database connections.
+struct Lease<'a> {
+    rt: &'a Runtime,
+    held: Option<Store>,
+}
+
+impl StoreSource for Lease<'_> {
+    fn configured(&self) -> bool {
+        self.rt.cfg.database.is_some()
+    }
+
+    fn get(&mut self, deadline: Instant) -> Result<Option<&mut Store>, Failure> {
+        if !self.configured() {
+            return Ok(None);
+        }
+        if self.held.is_none() {
+            self.held = Some(self.rt.take_store(deadline)?);
+        }
+        Ok(self.held.as_mut())
+    }
+
+    fn release(&mut self) {
+        if let Some(store) = self.held.take() {
+            self.rt.put_store(store);
+        }
     }
 }
 

@@ -1,0 +1,201 @@
+//! Under load and on several hosts (issue 18): what an LDAP outage costs
+//! mailcow's database, how often a dead host is probed, two syncs at once,
+//! logins during an import. Bounds here are generous and stated; speed is
+//! measured by contrib/bench/load.sh, not here.
+
+use crate::provision::Env;
+use crate::support::mariadb::{PASSWORD, USER};
+use crate::support::serve::{raw_http, Serve};
+use crate::support::slapd::{BASE, READER_DN, READER_PW};
+use crate::support::{checkpassword, creds, write_config, Run, SilentServer};
+use mysql::prelude::Queryable;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A config like [`Env::config`] but with `hosts` as the directory hosts and
+/// `extra` appended (TOML sections).
+fn config_with_hosts(
+    e: &Env,
+    name: &str,
+    hosts: &[String],
+    ldap_extra: &str,
+    extra: &str,
+) -> PathBuf {
+    let list: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    let text = format!(
+        "state_dir = \"{}\"\n[ldap]\nhosts = [{}]\nbase_dn = \"{BASE}\"\nbind_dn = \"{READER_DN}\"\n\
+         bind_password = \"{READER_PW}\"\nattribute_field = \"otherMailbox\"\n{ldap_extra}\n{}\n\
+         [dovecot]\nuid = \"5000\"\ngid = \"5000\"\n\n\
+         [[attribute_mapping]]\nattribute = \"default\"\ntemplate = \"Default\"\n\n{extra}\n",
+        e.path().display(),
+        list.join(", "),
+        e.db.section(),
+    );
+    write_config(e.path(), name, &text)
+}
+
+/// Counts, every few milliseconds, the connections open to one test
+/// database (its own one excluded) and keeps the largest count seen.
+struct ConnWatch {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicUsize>,
+    samples: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConnWatch {
+    fn start(e: &Env) -> ConnWatch {
+        let opts = mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(e.db.server.port)
+            .user(Some(USER))
+            .pass(Some(PASSWORD))
+            .db_name(Some(e.db.name.clone()))
+            .prefer_socket(false);
+        let mut conn = mysql::Conn::new(opts).expect("watcher connects");
+        let db = e.db.name.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let samples = Arc::new(AtomicUsize::new(0));
+        let (s, p, n) = (stop.clone(), peak.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                // The same user sees its own threads without the PROCESS privilege.
+                let c: Option<usize> = conn
+                    .exec_first(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+                        (&db,),
+                    )
+                    .unwrap();
+                p.fetch_max(c.unwrap_or(0), Ordering::SeqCst);
+                n.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        ConnWatch {
+            stop,
+            peak,
+            samples,
+            thread: Some(thread),
+        }
+    }
+
+    /// The peak, after stopping.
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (
+            self.peak.load(Ordering::SeqCst),
+            self.samples.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// `n` logins started `every` apart (open loop: a slow one does not delay the next).
+fn open_loop_logins(e: &Env, cfg: &Path, n: usize, every: Duration) -> Vec<Run> {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let at = start + every * i as u32;
+                s.spawn(move || {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    // Each its own reply stub: they run at the same time.
+                    let dir = e.path().join(format!("reply-{i}"));
+                    std::fs::create_dir_all(&dir).unwrap();
+                    let reply = crate::support::StubReply::create(&dir);
+                    checkpassword(
+                        cfg,
+                        &creds("jdoe@example.org", "secret1"),
+                        &[("SERVICE", "imap")],
+                        &reply,
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn an_ldap_outage_holds_no_database_connection() {
+    let e = Env::new();
+    let (a, b) = (SilentServer::start(), SilentServer::start());
+    let hosts = [
+        format!("127.0.0.1:{}", a.port),
+        format!("127.0.0.1:{}", b.port),
+    ];
+    // Each login waits 2 x 600 ms on the silent hosts.
+    let cfg = config_with_hosts(
+        &e,
+        "outage.toml",
+        &hosts,
+        "connect_timeout_ms = 600\ntimeout_ms = 600\n",
+        "",
+    );
+    let watch = ConnWatch::start(&e);
+    // 40 logins at 50/s: about 50 in flight at any time while LDAP is silent.
+    let runs = open_loop_logins(&e, &cfg, 40, Duration::from_millis(20));
+    let (peak, samples) = watch.finish();
+    for r in &runs {
+        assert_eq!(r.code, 111, "an outage is a temporary failure: {r:?}");
+    }
+    assert!(samples > 50, "the watcher sampled only {samples} times");
+    // Each login holds its connection only while it reads the mailbox (and
+    // at most db_slot::PARK_GRACE after); 10 leaves room for a slow machine.
+    assert!(
+        peak <= 10,
+        "{peak} database connections were open while every LDAP host was silent"
+    );
+    assert_eq!(e.count("mailbox"), 0);
+}
+
+#[test]
+fn serve_holds_no_database_connection_while_ldap_is_silent() {
+    let e = Env::new();
+    let a = SilentServer::start();
+    let hosts = [format!("127.0.0.1:{}", a.port)];
+    let (section, port, socket) = Serve::section(e.path(), "workers = 16\ndb_connections = 3\n");
+    let cfg = config_with_hosts(
+        &e,
+        "serve-outage.toml",
+        &hosts,
+        "connect_timeout_ms = 800\ntimeout_ms = 800\n",
+        &section,
+    );
+    let serve = Serve::start(&cfg, port, socket);
+    let watch = ConnWatch::start(&e);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..32)
+            .map(|i| {
+                s.spawn(move || {
+                    let body = serde_json::json!({"username": format!("user{i}@example.org"), "password": "pw", "service": "imap"});
+                    raw_http(port, "POST", "/auth", &[], &body.to_string()).status
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (peak, _) = watch.finish();
+    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    assert!(
+        peak <= 3,
+        "serve had {peak} database connections open (serve.db_connections = 3) while LDAP was silent\n{}",
+        serve.log_text()
+    );
+    // And the pool still serves once the directory is back (a login that needs no LDAP: a lookup).
+    e.db.sql("INSERT INTO mailbox (username, password, name, quota, local_part, domain, attributes, authsource, active) \
+              VALUES ('jo@example.org', '', 'Jo', 0, 'jo', 'example.org', '{}', 'ldap', 1)");
+    let r = raw_http(
+        port,
+        "POST",
+        "/lookup",
+        &[],
+        r#"{"username":"jo@example.org"}"#,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
