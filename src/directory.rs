@@ -7,7 +7,7 @@
 //! (no entry, two entries, wrong password), that answer is final.
 
 use crate::config::{FilterTemplate, Host, LdapConfig, TlsMode};
-use crate::health::{unix_now, HostHealth};
+use crate::health::{unix_now, unix_now_ms, HostHealth};
 use crate::outcome::Failure;
 use crate::secret::Secret;
 use crate::tls;
@@ -257,7 +257,7 @@ impl LdapPool {
             max_idle,
             // Servers drop idle connections; don't offer one that may be dead.
             max_age: Duration::from_secs(60),
-            health: Mutex::new(HostHealth::default()),
+            health: Mutex::new(HostHealth::in_memory()),
         }
     }
 
@@ -344,6 +344,7 @@ impl<'a> Directory<'a> {
     ) -> Directory<'a> {
         let health = match backend {
             Backend::OneShot(dir) => HostHealth::load(dir),
+            // A copy for this request; changes go to the pool's memory as they happen.
             Backend::Pooled(pool) => pool.health(),
         };
         Directory {
@@ -364,7 +365,7 @@ impl<'a> Directory<'a> {
     }
 
     fn mark_failed(&mut self, host: &Host) {
-        let now = unix_now();
+        let now = unix_now_ms();
         self.health.mark_failed(host, now);
         if let Backend::Pooled(pool) = self.backend {
             pool.lock_health().mark_failed(host, now);
@@ -573,11 +574,29 @@ impl<'a> Directory<'a> {
         mut attempt: impl FnMut(&mut Self, &Host, &mut dyn Trace) -> Result<T, Attempt>,
     ) -> Result<(T, Host), Failure> {
         let now = unix_now();
-        let order = self.health.order(&self.cfg.hosts, now, self.cfg.host_retry);
+        let now_ms = unix_now_ms();
+        let retry = self.cfg.host_retry;
+        // A probe lease lasts as long as this request may: a crashed prober
+        // holds a host back for one login time limit at most.
+        let lease = self.deadline.saturating_duration_since(Instant::now());
+        let (order, claimed) = match self.backend {
+            Backend::OneShot(dir) => {
+                self.health
+                    .plan_shared(dir, &self.cfg.hosts, now_ms, retry, lease)
+            }
+            Backend::Pooled(pool) => pool
+                .lock_health()
+                .plan(&self.cfg.hosts, now_ms, retry, lease),
+        };
         let mut failures: Vec<String> = Vec::new();
         let mut result = None;
         for host in &order {
-            if let Some(t) = self.health.is_marked(host, now, self.cfg.host_retry) {
+            if claimed.contains(host) {
+                trace.step(&format!(
+                    "host {}: failed before; its retry time has come and this request probes it (the others keep it last meanwhile)",
+                    host.label()
+                ));
+            } else if let Some(t) = self.health.is_marked(host, now, retry) {
                 trace.step(&format!(
                     "host {}: failed {}s ago, tried after the others",
                     host.label(),

@@ -51,6 +51,9 @@ impl Server {
             Command::new("mariadb-install-db")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
+                // Its own temporary folder: a shared /tmp let two bootstraps at
+                // once fail ("Could not remove temporary table", then aborting).
+                .arg(format!("--tmpdir={}", dir.path().display()))
                 .args([
                     "--user=root",
                     "--skip-test-db",
@@ -65,6 +68,7 @@ impl Server {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--tmpdir={}", dir.path().display()))
             .arg(format!("--port={port}"))
             .arg(format!(
                 "--pid-file={}",
