@@ -75,6 +75,7 @@ pub struct RawLdap {
     pub use_tls: Option<bool>,
     pub ignore_ssl_errors: Option<bool>,
     pub ca_file: Option<String>,
+    pub ca_only: Option<bool>,
     pub base_dn: Option<String>,
     pub username_field: Option<String>,
     pub filter: Option<String>,
@@ -97,6 +98,7 @@ impl RawLdap {
             use_tls: self.use_tls.or(other.use_tls),
             ignore_ssl_errors: self.ignore_ssl_errors.or(other.ignore_ssl_errors),
             ca_file: self.ca_file.or(other.ca_file),
+            ca_only: self.ca_only.or(other.ca_only),
             base_dn: self.base_dn.or(other.base_dn),
             username_field: self.username_field.or(other.username_field),
             filter: self.filter.or(other.filter),
@@ -266,6 +268,8 @@ pub struct LdapConfig {
     pub ignore_ssl_errors: bool,
     /// CA bundles trusted in addition to the system roots: `ca_file`, then `LDAPTLS_CACERT`.
     pub ca_files: Vec<PathBuf>,
+    /// Trust only `ca_files`, not the system roots (libldap's `TLS_CACERT` rule).
+    pub ca_only: bool,
     pub base_dn: String,
     /// Lower-cased attribute name.
     pub username_field: String,
@@ -903,6 +907,13 @@ fn validate_ldap(path: &Path, r: RawLdap) -> Result<LdapConfig, ConfigError> {
     if let Some(env) = std::env::var_os("LDAPTLS_CACERT").filter(|v| !v.is_empty()) {
         ca_files.push(PathBuf::from(env));
     }
+    let ca_only = r.ca_only.unwrap_or(false);
+    if ca_only && ca_files.is_empty() {
+        return Err(err(
+            "ldap.ca_only = true needs ldap.ca_file: the CA bundle that is then the only one trusted"
+                .into(),
+        ));
+    }
     let ms = |v: Option<u64>, d: u64, key: &str| -> Result<Duration, ConfigError> {
         let v = v.unwrap_or(d);
         if !(1..=600_000).contains(&v) {
@@ -915,6 +926,7 @@ fn validate_ldap(path: &Path, r: RawLdap) -> Result<LdapConfig, ConfigError> {
         tls,
         ignore_ssl_errors: r.ignore_ssl_errors.unwrap_or(false),
         ca_files,
+        ca_only,
         base_dn,
         username_field,
         filter,

@@ -348,7 +348,7 @@ impl Checklist {
 pub fn connection_test(cfg: &Config) -> ExitCode {
     describe_config(cfg);
     if cfg.ldap.tls != TlsMode::Plain && !cfg.ldap.ignore_ssl_errors {
-        match tls::client_config(&cfg.ldap.ca_files, true) {
+        match tls::client_config(&cfg.ldap.ca_files, cfg.ldap.ca_only, true) {
             Ok((_, s)) => {
                 println!("  trust store: {} system roots", s.system_roots);
                 for (f, n) in s.ca_file_certs {

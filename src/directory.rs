@@ -391,8 +391,12 @@ impl<'a> Directory<'a> {
         if let Some(c) = &self.tls {
             return Ok(c.clone());
         }
-        let (c, _) = tls::client_config(&self.cfg.ca_files, !self.cfg.ignore_ssl_errors)
-            .map_err(Failure::Temporary)?;
+        let (c, _) = tls::client_config(
+            &self.cfg.ca_files,
+            self.cfg.ca_only,
+            !self.cfg.ignore_ssl_errors,
+        )
+        .map_err(Failure::Temporary)?;
         self.tls = Some(c.clone());
         Ok(c)
     }

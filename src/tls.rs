@@ -40,6 +40,7 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Strin
 /// (the handshake signature is still checked), for `ignore_ssl_errors`.
 pub fn client_config(
     ca_files: &[PathBuf],
+    ca_only: bool,
     verify: bool,
 ) -> Result<(Arc<ClientConfig>, TrustSummary), String> {
     let builder = ClientConfig::builder_with_provider(provider())
@@ -57,10 +58,14 @@ pub fn client_config(
         return Ok((Arc::new(config), summary));
     }
     let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        if roots.add(cert).is_ok() {
-            summary.system_roots += 1;
+    // With `ca_only` the admin's bundle replaces the system roots, as
+    // libldap's TLS_CACERT does; they are then not even read.
+    if !ca_only {
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            if roots.add(cert).is_ok() {
+                summary.system_roots += 1;
+            }
         }
     }
     for file in ca_files {

@@ -295,6 +295,36 @@ fn ldaptls_cacert_from_the_environment_is_trusted() {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+/// `ca_only`: the admin's CA is the only trust anchor. The suite's CA stands in
+/// for a system root (rustls-native-certs reads `SSL_CERT_FILE`); `ca_file`
+/// names an unrelated CA. Without `ca_only` the "system root" still lets the
+/// server in; with it, the login is a temporary failure (111).
+#[test]
+fn ca_only_trusts_the_ca_file_alone() {
+    let e = Env::new();
+    let system = e.slapd.pki.ca.display().to_string();
+    let ldaps = e.slapd.ldaps_port;
+    for (extra, want) in [
+        ("ca_file = \"{other}\"", 0),
+        ("ca_file = \"{other}\"\nca_only = true", 111),
+        ("ca_file = \"{ca}\"\nca_only = true", 0),
+    ] {
+        let cfg = e.config_raw(&tls_section(&e, "use_ssl = true", ldaps, extra));
+        let r = checkpassword(
+            &cfg,
+            &creds("jdoe@example.org", "secret1"),
+            &[("SSL_CERT_FILE", &system)],
+            &e.reply,
+        );
+        assert_eq!(r.code, want, "{extra}: {r:?}");
+    }
+    // ca_only without a ca_file is a configuration error naming the key.
+    let cfg = e.config_raw(&tls_section(&e, "use_ssl = true", ldaps, "ca_only = true"));
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(r.stderr.contains("ldap.ca_only"), "{}", r.stderr);
+}
+
 #[test]
 fn host_fallback_on_refused_and_silent_hosts() {
     let e = Env::new();
