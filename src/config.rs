@@ -175,6 +175,7 @@ pub struct RawSync {
     pub deactivate_missing: Option<bool>,
     pub missing_grace_hours: Option<u64>,
     pub max_deactivate_percent: Option<u32>,
+    pub alongside_mailcow_sync: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -334,6 +335,8 @@ pub struct SyncConfig {
     pub deactivate_missing: bool,
     pub missing_grace: Duration,
     pub max_deactivate_percent: u32,
+    /// Run even while mailcow's own LDAP sync is switched on in its UI.
+    pub alongside_mailcow_sync: bool,
 }
 
 /// `[serve]`: the long-running service.
@@ -595,6 +598,8 @@ impl RawConfig {
                     * 3600,
             ),
             max_deactivate_percent: max_pct,
+            // The file's key only: mailcow's UI has no such switch.
+            alongside_mailcow_sync: s.alongside_mailcow_sync.unwrap_or(false),
         };
 
         let log_target = match self.log_target.as_deref().unwrap_or("auto") {

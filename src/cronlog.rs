@@ -1,5 +1,5 @@
 //! mailcow's "Crontasks" log: JSON lines LPUSHed to the Redis list
-//! `CRON_LOG` (`{"time", "priority", "task": "LDAP Sync", "message"}`), the
+//! `CRON_LOG` (`{"time", "priority", "task": "LDAP Sync (mailcow-ldap-auth)", "message"}`), the
 //! list mailcow's UI shows under System > Information > Logs > Crontasks.
 //!
 //! A tiny RESP client over TCP: AUTH, SELECT, LPUSH, nothing else. Redis
@@ -13,7 +13,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub const LIST: &str = "CRON_LOG";
-pub const TASK: &str = "LDAP Sync";
+/// Told apart from mailcow's own sync, which logs as "LDAP Sync"
+/// (`data/conf/phpfpm/crons/ldap-sync.php`, `logMsg()`).
+pub const TASK: &str = "LDAP Sync (mailcow-ldap-auth)";
 
 /// Parsed `redis://[[user]:password@]host[:port][/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +243,7 @@ mod tests {
             serde_json::from_str(&entry_json(5, "info", "hi \"x\"")).unwrap();
         assert_eq!(j["time"], 5);
         assert_eq!(j["priority"], "info");
-        assert_eq!(j["task"], "LDAP Sync");
+        assert_eq!(j["task"], "LDAP Sync (mailcow-ldap-auth)");
         assert_eq!(j["message"], "hi \"x\"");
     }
 }

@@ -915,6 +915,26 @@ pub fn read_identity_provider(
     Ok(rows)
 }
 
+/// Whether mailcow's own LDAP sync runs: its `crons/ldap-sync.php`
+/// (mailcow-dockerized, `data/conf/phpfpm/crons/ldap-sync.php`, started every
+/// minute by ofelia in php-fpm) goes on exactly when `authsource` is `ldap` and
+/// `intval(periodic_sync)` or `intval(import_users)` is 1.
+pub fn mailcow_sync_on(rows: &[(String, String)]) -> bool {
+    // PHP's intval(): the leading digits of the trimmed text, 0 without any.
+    let intval = |k: &str| {
+        rows.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| {
+                let v = v.trim();
+                let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    identity_provider_source(rows) == "ldap"
+        && (intval("periodic_sync") == 1 || intval("import_users") == 1)
+}
+
 /// The `authsource` row: which identity provider mailcow's UI has chosen.
 pub fn identity_provider_source(rows: &[(String, String)]) -> String {
     rows.iter()
@@ -931,6 +951,26 @@ mod tests {
         v.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn mailcow_sync_on_as_its_cron_decides() {
+        let on = |v: &[(&str, &str)]| mailcow_sync_on(&rows(v));
+        assert!(on(&[("authsource", "ldap"), ("import_users", "1")]));
+        assert!(on(&[
+            ("authsource", "ldap"),
+            ("periodic_sync", "1"),
+            ("import_users", "")
+        ]));
+        assert!(!on(&[
+            ("authsource", "ldap"),
+            ("periodic_sync", "0"),
+            ("import_users", "")
+        ]));
+        assert!(!on(&[("authsource", "keycloak"), ("import_users", "1")]));
+        assert!(!on(&[("import_users", "1")]), "no provider chosen");
+        // intval("true") is 0 in PHP: mailcow's cron does not run on it.
+        assert!(!on(&[("authsource", "ldap"), ("import_users", "true")]));
     }
 
     #[test]

@@ -329,6 +329,42 @@ pub struct Options {
 }
 
 /// The `sync` command.
+/// One sync at a time: while mailcow's own LDAP sync is switched on in its UI,
+/// both would import and update the same mailboxes, so ours refuses (exit 1),
+/// naming the switches, unless `sync.alongside_mailcow_sync` says otherwise. A
+/// dry run writes nothing and only warns.
+fn refuse_beside_mailcow_sync(
+    cfg: &Config,
+    opts: Options,
+    out: &mut CronLog,
+) -> Result<(), ExitCode> {
+    let Some(db) = cfg.database.as_ref() else {
+        return Ok(());
+    };
+    if cfg.sync.alongside_mailcow_sync {
+        return Ok(());
+    }
+    let deadline = Instant::now() + cfg.login_timeout;
+    let rows = crate::mailcow::read_identity_provider(db, deadline).map_err(|f| {
+        out.error(&format!(
+            "cannot read mailcow's Identity Provider settings: {f}"
+        ));
+        ExitCode::from(111)
+    })?;
+    if !crate::mailcow::mailcow_sync_on(&rows) {
+        return Ok(());
+    }
+    let why = "mailcow's own LDAP sync is switched on (System > Configuration > Access > \
+               Identity Provider: \"Import Users\" or \"Periodic Full Sync\"); untick both there \
+               and save, or set sync.alongside_mailcow_sync = true to run both";
+    if opts.dry_run {
+        out.warn(&format!("{why} (dry run: going on)"));
+        return Ok(());
+    }
+    out.error(&format!("refused: {why}"));
+    Err(ExitCode::from(1))
+}
+
 pub fn run(cfg: &Config, opts: Options) -> ExitCode {
     let mut out = CronLog::new(cfg.redis_url.as_ref());
     out.echo = true;
@@ -337,6 +373,9 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
             "sync: nothing to do: neither sync.import_users nor sync.periodic_full_sync is on"
         );
         return ExitCode::SUCCESS;
+    }
+    if let Err(code) = refuse_beside_mailcow_sync(cfg, opts, &mut out) {
+        return code;
     }
     if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
         out.error(&format!(

@@ -5,7 +5,7 @@
 use crate::provision::Env;
 use crate::support::serve::Serve;
 use crate::support::slapd::{BASE, READER_DN, READER_PW};
-use crate::support::write_config;
+use crate::support::{admin, write_config};
 use std::time::{Duration, Instant};
 
 const USER: &str = "jdoe@example.org";
@@ -123,4 +123,52 @@ fn serve_follows_identity_provider_changes_without_a_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
     until_status(&serve, 200, "rows readable again");
+}
+
+/// mailcow's own LDAP sync (`crons/ldap-sync.php`) switched on in its UI: ours
+/// refuses, naming the switches, and writes nothing; a dry run only warns; the
+/// file's `alongside_mailcow_sync` lets it run anyway.
+#[test]
+fn sync_refuses_while_mailcows_own_sync_is_on() {
+    let e = Env::new();
+    ui_rows(&e);
+    set_row(&e, "import_users", "1");
+    let cfg = e.config_with("", "[sync]\nimport_users = true\n");
+    let r = admin(&cfg, &["sync", "--force"], "");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "{all}");
+    assert!(
+        all.contains("\"Import Users\" or \"Periodic Full Sync\"")
+            && all.contains("Identity Provider"),
+        "the message should name mailcow's switches: {all}"
+    );
+    assert_eq!(e.count("mailbox"), 0, "a refused sync writes nothing");
+
+    let r = admin(&cfg, &["sync", "--force", "--dry-run"], "");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("own LDAP sync is switched on"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(e.count("mailbox"), 0);
+
+    // Periodic Full Sync alone counts too; both off: ours runs.
+    set_row(&e, "import_users", "0");
+    set_row(&e, "periodic_sync", "1");
+    assert_eq!(admin(&cfg, &["sync", "--force"], "").code, 1);
+    set_row(&e, "periodic_sync", "0");
+    let r = admin(&cfg, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let created = e.count("mailbox");
+    assert!(created > 0, "{}", r.stdout);
+
+    // Switched on again, with the admin's say-so in the file: it runs.
+    set_row(&e, "import_users", "1");
+    let both = e.config_with(
+        "",
+        "[sync]\nimport_users = true\nperiodic_full_sync = true\nalongside_mailcow_sync = true\n",
+    );
+    let r = admin(&both, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }

@@ -156,7 +156,7 @@ fn import_then_no_op_then_template_change() {
     for line in &log {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-        assert_eq!(v["task"], "LDAP Sync");
+        assert_eq!(v["task"], "LDAP Sync (mailcow-ldap-auth)");
         assert!(v["time"].as_u64().unwrap() > 1_700_000_000);
         assert!(
             ["info", "warning", "error"].contains(&v["priority"].as_str().unwrap()),
