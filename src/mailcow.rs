@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+/// Errors about the values of one row, not about the database: they fail
+/// that mailbox only (data too long, incorrect string, out of range, NULL,
+/// foreign key, invalid JSON, CHECK constraint).
+const DATA_ERRORS: &[u16] = &[1406, 1366, 1264, 1048, 1452, 3140, 4025];
 
 /// Where Debian keeps the system's trusted CAs, used when `database.tls` has no `ca_file`.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -154,7 +158,13 @@ pub enum Created {
 }
 
 fn db_failure(what: &str, e: mysql::Error) -> Failure {
-    Failure::Temporary(format!("database: {what}: {}", one_line(&e.to_string())))
+    match mysql_code(&e) {
+        Some(code) if DATA_ERRORS.contains(&code) => Failure::Denied(format!(
+            "the database refused this mailbox's data: {what}: {}",
+            one_line(&e.to_string())
+        )),
+        _ => Failure::Temporary(format!("database: {what}: {}", one_line(&e.to_string()))),
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -385,7 +395,10 @@ impl Store {
                     continue;
                 }
                 Err(Retry::Fail(f @ (Failure::Denied(_) | Failure::BadRequest(_)))) => {
-                    results.push(Err(f))
+                    // The only mailbox of the batch: nothing of it is kept.
+                    let _ = tx.rollback();
+                    results.push(Err(f));
+                    return Ok(results);
                 }
                 // The database itself failed: nothing of this batch is kept.
                 Err(e) => {
@@ -428,6 +441,9 @@ impl Store {
                 new.username, goto
             ))));
         }
+        // Which table the failing statement wrote: a duplicate in the mailbox
+        // table is a concurrent creation, in another a leftover row.
+        let mut table = "mailbox";
         let res = (|| -> Result<(), mysql::Error> {
             tx.exec_drop(
                 "INSERT INTO mailbox (username, password, name, quota, local_part, domain, attributes, \
@@ -442,26 +458,40 @@ impl Store {
                     "active" => new.active,
                 },
             )?;
+            table = "quota2";
             tx.exec_drop(
                 "INSERT INTO quota2 (username, bytes, messages) VALUES (?, 0, 0)",
                 (&new.username,),
             )?;
+            table = "quota2replica";
             tx.exec_drop(
                 "INSERT INTO quota2replica (username, bytes, messages) VALUES (?, 0, 0)",
                 (&new.username,),
             )?;
+            table = "alias";
             tx.exec_drop(
                 "INSERT INTO alias (address, goto, domain, active) VALUES (:a, :a, :d, :act)",
                 params! { "a" => &new.username, "d" => &new.domain, "act" => new.active.min(1) },
             )?;
+            table = "user_acl";
             Self::write_acl(tx, &new.username, &new.acl, false)?;
+            table = "tags_mailbox";
             Self::write_tags(tx, &new.username, &new.tags, false)?;
             Ok(())
         })();
         match res {
             Ok(()) => Ok((Created::Created, quota)),
             // Created concurrently between our check and our insert.
-            Err(e) if mysql_code(&e) == Some(ER_DUP_ENTRY) => Err(Retry::Again),
+            Err(e) if mysql_code(&e) == Some(ER_DUP_ENTRY) && table == "mailbox" => {
+                Err(Retry::Again)
+            }
+            // A row of a mailbox deleted by hand, say: this mailbox fails, the rest goes on.
+            Err(e) if mysql_code(&e) == Some(ER_DUP_ENTRY) => Err(Retry::Fail(Failure::Denied(
+                format!(
+                    "a leftover row for {} in mailcow's {table} table (of a mailbox removed by hand?): remove it to let the mailbox be created",
+                    new.username
+                ),
+            ))),
             Err(e) => Err(Retry::from_db("creating the mailbox", e)),
         }
     }

@@ -207,13 +207,26 @@ pub fn mailbox_attributes(
     a
 }
 
-/// The display name from the entry: displayName, else cn, else the local part.
+/// The display name from the entry: displayName, else cn, else the local
+/// part; cut to the width of mailcow's column.
 pub fn display_name(entry: &UserEntry, address: &str) -> String {
-    entry
+    let name = entry
         .first("displayName")
         .or_else(|| entry.first("cn"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| address.split('@').next().unwrap_or(address).to_owned())
+        .unwrap_or_else(|| address.split('@').next().unwrap_or(address));
+    cut_chars(name, MAILBOX_NAME_CHARS)
+}
+
+/// The width of mailcow's `mailbox.name` column, in characters (`VARCHAR(255)`,
+/// utf8mb4; mailcow's `init_db.inc.php`). AD allows 256 in displayName.
+pub const MAILBOX_NAME_CHARS: usize = 255;
+
+/// `s` cut to at most `max` characters, never inside one.
+pub fn cut_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s.to_owned(),
+    }
 }
 
 /// Lower-case an address and convert its domain to ASCII (IDNA).
@@ -634,6 +647,19 @@ mod tests {
         row.active = 1;
         row.domain_active = Some(false);
         assert!(login_allowed(&row, None).is_err());
+    }
+
+    #[test]
+    fn names_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_chars("abc", 5), "abc");
+        assert_eq!(cut_chars("abcdef", 3), "abc");
+        assert_eq!(cut_chars("ééé", 2), "éé");
+        let long = format!("{}{}", "L".repeat(250), "é".repeat(6));
+        let mut entry = UserEntry::default();
+        entry.attrs.insert("displayname".into(), vec![long.clone()]);
+        let name = display_name(&entry, "x@y");
+        assert_eq!(name.chars().count(), MAILBOX_NAME_CHARS);
+        assert!(long.starts_with(&name));
     }
 
     #[test]

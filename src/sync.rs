@@ -305,20 +305,80 @@ pub struct Counts {
     pub failed: usize,
 }
 
-/// Last completion time, kept in `state_dir`.
-fn last_completed(state_dir: &Path) -> Option<u64> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state_dir.join(STATE_FILE)).ok()?).ok()?;
-    v.get("last_completed")?.as_u64()
+/// What the sync remembers between runs, in `state_dir`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// When the last complete run started.
+    pub last_completed: Option<u64>,
+    /// When the last run (complete or not) started.
+    pub last_attempt: Option<u64>,
+    /// Runs started since the last complete one (a run that is still going,
+    /// or was killed, counts as failed).
+    pub failures: u32,
 }
 
-fn record_completed(state_dir: &Path, now: u64) -> std::io::Result<()> {
-    let tmp = state_dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-    std::fs::write(
-        &tmp,
-        serde_json::json!({ "last_completed": now }).to_string(),
-    )?;
-    std::fs::rename(&tmp, state_dir.join(STATE_FILE))
+impl SyncState {
+    fn load(state_dir: &Path) -> SyncState {
+        let Some(v) = std::fs::read(state_dir.join(STATE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            return SyncState::default();
+        };
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+        SyncState {
+            last_completed: n("last_completed"),
+            last_attempt: n("last_attempt"),
+            failures: n("failures").unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+        }
+    }
+
+    fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let tmp = state_dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+        std::fs::write(
+            &tmp,
+            serde_json::json!({
+                "last_completed": self.last_completed,
+                "last_attempt": self.last_attempt,
+                "failures": self.failures,
+            })
+            .to_string(),
+        )?;
+        std::fs::rename(&tmp, state_dir.join(STATE_FILE))
+    }
+}
+
+/// The wait after `failures` failed runs in a row: 2, 4, 8, ... minutes,
+/// never more than the interval. Pure.
+pub fn backoff(failures: u32, interval: Duration) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let minutes = 1u64 << failures.min(20);
+    Duration::from_secs(minutes * 60).min(interval)
+}
+
+/// Why a run does not start now, if it doesn't. Pure.
+pub fn not_now(state: &SyncState, now: u64, interval: Duration) -> Option<String> {
+    if let Some(last) = state.last_completed {
+        let age = now.saturating_sub(last);
+        if age < interval.as_secs() && state.failures == 0 {
+            return Some(format!(
+                "not due yet: last run completed {} min ago, interval {} min (--force runs now)",
+                age / 60,
+                interval.as_secs() / 60
+            ));
+        }
+    }
+    let wait = backoff(state.failures, interval).as_secs();
+    let since = now.saturating_sub(state.last_attempt?);
+    (state.failures > 0 && since < wait).then(|| {
+        format!(
+            "backing off after {} failed run(s): last attempt {since} s ago, next one in {} s (--force runs now)",
+            state.failures,
+            wait - since
+        )
+    })
 }
 
 /// Options of the `sync` command.
@@ -423,18 +483,23 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
         }
     }
     let now = unix_now();
+    let mut state = SyncState::load(&cfg.state_dir);
     if !opts.force {
-        if let Some(last) = last_completed(&cfg.state_dir) {
-            let age = now.saturating_sub(last);
-            if age < cfg.sync.interval.as_secs() {
-                // Not logged to CRON_LOG: a timer runs this every minute.
-                println!(
-                    "sync: not due yet: last run completed {} min ago, interval {} min (--force runs now)",
-                    age / 60,
-                    cfg.sync.interval.as_secs() / 60
-                );
-                return ExitCode::SUCCESS;
-            }
+        if let Some(why) = not_now(&state, now, cfg.sync.interval) {
+            // Not logged to CRON_LOG: a timer runs this every minute.
+            println!("sync: {why}");
+            return ExitCode::SUCCESS;
+        }
+    }
+    if !opts.dry_run {
+        // The attempt is recorded before it starts: one that is killed counts as failed.
+        state.last_attempt = Some(now);
+        state.failures = state.failures.saturating_add(1);
+        if let Err(e) = state.save(&cfg.state_dir) {
+            out.warn(&format!(
+                "cannot record the attempt in {}: {e}",
+                cfg.state_dir.display()
+            ));
         }
     }
     let started = Instant::now();
@@ -457,7 +522,9 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
         Ok(()) => {
             out.info(&format!("done: {summary}"));
             if !opts.dry_run {
-                if let Err(e) = record_completed(&cfg.state_dir, now) {
+                state.last_completed = Some(now);
+                state.failures = 0;
+                if let Err(e) = state.save(&cfg.state_dir) {
                     out.warn(&format!(
                         "cannot record the completion time in {}: {e}",
                         cfg.state_dir.display()
@@ -467,7 +534,15 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(f) => {
-            out.error(&format!("stopped: {f}; {summary}"));
+            let next = if opts.dry_run {
+                String::new()
+            } else {
+                format!(
+                    "; the next run waits {} min (--force runs now)",
+                    backoff(state.failures, cfg.sync.interval).as_secs() / 60
+                )
+            };
+            out.error(&format!("stopped: {f}; {summary}{next}"));
             ExitCode::from(111)
         }
     }
@@ -515,10 +590,14 @@ fn sync_once(
     let mut seen: HashSet<String> = HashSet::new();
     let mut batch: Vec<DirUser> = Vec::with_capacity(page_size);
     let mut incomplete: Option<String> = None;
+    // Continuation references (RFC 4511 SearchResultReference): other
+    // partitions or servers, which logins do not follow either. Active
+    // Directory returns some for every subtree search at the domain root.
+    let mut references = 0usize;
     let now_text = provision::sql_datetime(now);
     loop {
         match stream.next() {
-            Ok(Some(e)) if e.is_ref() => incomplete = Some("the server returned a referral".into()),
+            Ok(Some(e)) if e.is_ref() => references += 1,
             Ok(Some(e)) if e.is_intermediate() => {}
             Ok(Some(e)) => {
                 counts.entries += 1;
@@ -543,6 +622,11 @@ fn sync_once(
     }
     let res = stream.result();
     let _ = conn.unbind();
+    if references > 0 {
+        out.info(&format!(
+            "skipped {references} continuation reference(s) to other partitions or servers (not followed)"
+        ));
+    }
     if res.rc != rc::SUCCESS && incomplete.is_none() {
         incomplete = Some(
             format!("result code {} {}", res.rc, res.text)
@@ -764,6 +848,45 @@ mod tests {
             attributes: serde_json::from_str(attrs).unwrap(),
             domain_active: Some(true),
         }
+    }
+
+    #[test]
+    fn a_failed_run_backs_off_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(backoff(0, hour), Duration::ZERO);
+        assert_eq!(backoff(1, hour), Duration::from_secs(120));
+        assert_eq!(backoff(2, hour), Duration::from_secs(240));
+        assert_eq!(backoff(5, hour), Duration::from_secs(1920));
+        assert_eq!(backoff(6, hour), hour);
+        assert_eq!(backoff(u32::MAX, hour), hour);
+        let failed = SyncState {
+            last_completed: Some(0),
+            last_attempt: Some(10_000),
+            failures: 2,
+        };
+        assert!(not_now(&failed, 10_239, hour)
+            .unwrap()
+            .contains("backing off"));
+        assert_eq!(not_now(&failed, 10_240, hour), None);
+        // A complete run within the interval: not due; long ago: due.
+        let done = SyncState {
+            last_completed: Some(10_000),
+            last_attempt: Some(10_000),
+            failures: 0,
+        };
+        assert!(not_now(&done, 10_100, hour).unwrap().contains("not due"));
+        assert_eq!(not_now(&done, 13_600, hour), None);
+        // A failure after a complete run is not hidden by "not due".
+        let again = SyncState {
+            failures: 1,
+            last_attempt: Some(10_050),
+            ..done
+        };
+        assert!(not_now(&again, 10_100, hour)
+            .unwrap()
+            .contains("backing off"));
+        assert_eq!(not_now(&again, 10_050 + 120, hour), None);
+        assert_eq!(not_now(&SyncState::default(), 5, hour), None);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Active Directory: the binary against a real Samba AD DC (see
 //! `support::samba`), as most admins connect mailcow to a directory.
 
+use crate::provision::{DEFAULT_TEMPLATE, STAFF_TEMPLATE};
+use crate::support::mariadb::Db;
 use crate::support::samba::{
-    AdUser, SambaDc, ALICE, BOB, DORA_DISABLED, EVE_EXPIRED, HOST, LARRY, LOCKOUT_THRESHOLD,
-    MIKE_MUST_CHANGE, OTHER_HOST,
+    long_display_name, AdUser, SambaDc, ALICE, BOB, DORA_DISABLED, EVE_EXPIRED, GROUP_DN, HOST,
+    LARRY, LOCKOUT_THRESHOLD, LONGNAME, MIKE_MUST_CHANGE, OTHER_HOST, SVC_PW, TOOLONG,
 };
 use crate::support::{run_ok, write_config, Pki, StubReply};
 use std::path::{Path, PathBuf};
@@ -298,4 +300,123 @@ fn active_directory_refusal_reasons_are_named_and_still_exit_1() {
         "{}",
         t.stdout
     );
+}
+
+/// mailcow's side: the domain and two templates, "Staff" for members of the
+/// "Mail Staff" group (memberOf, by full DN), "Default" for everyone else.
+fn mailcow_db() -> Db {
+    let db = Db::new();
+    db.sql(&format!(
+        "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) VALUES ('corp.example.org', 100, 10, 10240, 10240000, 1);\
+         INSERT INTO templates (template, type, attributes) VALUES ('Default', 'mailbox', '{DEFAULT_TEMPLATE}');\
+         INSERT INTO templates (template, type, attributes) VALUES ('Staff', 'mailbox', '{STAFF_TEMPLATE}');"
+    ));
+    db
+}
+
+/// The provisioning part of an AD config: memberOf mapping, mail as the address.
+fn provisioning(db: &Db) -> String {
+    format!(
+        "attribute_field = \"memberOf\"\n\n[[attribute_mapping]]\nattribute = \"{GROUP_DN}\"\ntemplate = \"Staff\"\n\n\
+         [provisioning]\nmail_field = \"mail\"\ndefault_template = \"Default\"\n\n{}\n\
+         [sync]\nimport_users = true\nperiodic_full_sync = true\npage_size = 3\n",
+        db.socket_section()
+    )
+}
+
+fn template_of(db: &Db, user: &str) -> String {
+    db.value(&format!(
+        "SELECT JSON_UNQUOTE(JSON_EXTRACT(attributes, '$.attribute_hash')) FROM mailbox WHERE username = '{user}'"
+    ))
+}
+
+#[test]
+fn sync_from_the_domain_root_completes_and_a_failure_backs_off() {
+    let env = Env::new();
+    let db = mailcow_db();
+    assert_eq!(TOOLONG.mail.chars().count(), 256);
+    let cfg = env.config(&provisioning(&db), "");
+    let r = env.dc.admin(&cfg, &["sync"], "");
+    // Samba answers the subtree search at the domain root with a continuation
+    // reference (CN=Configuration): skipped and counted, not a failed search.
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("skipped 1 continuation reference(s)"),
+        "{}",
+        r.stdout
+    );
+    // Every enabled user with a mail address; the disabled one is filtered out.
+    let imported =
+        db.sql("SELECT username FROM mailbox WHERE authsource = 'ldap' ORDER BY username");
+    let imported: Vec<&str> = imported.lines().collect();
+    assert_eq!(
+        imported,
+        [
+            ALICE.mail,
+            BOB.mail,
+            EVE_EXPIRED.mail,
+            LARRY.mail,
+            LONGNAME.mail,
+            MIKE_MUST_CHANGE.mail
+        ],
+        "{}",
+        r.stdout
+    );
+    // The address too long for mailcow's column fails that user only, reported.
+    assert!(
+        r.stdout
+            .contains(&format!("could not create {}", TOOLONG.mail)),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("failed 1"), "{}", r.stdout);
+    // A display name of 256 characters is cut to mailcow's 255, at a character boundary.
+    let name = db.value(&format!(
+        "SELECT name FROM mailbox WHERE username = '{}'",
+        LONGNAME.mail
+    ));
+    assert_eq!(name.chars().count(), 255);
+    assert!(long_display_name().starts_with(&name));
+    // memberOf (a full group DN) selected the Staff template for alice only.
+    let staff = template_of(&db, ALICE.mail);
+    assert_ne!(staff, template_of(&db, BOB.mail));
+    assert_eq!(template_of(&db, BOB.mail), template_of(&db, LARRY.mail));
+    assert_eq!(
+        db.value(&format!(
+            "SELECT name FROM mailbox WHERE username = '{}'",
+            ALICE.mail
+        )),
+        "Alice Liddell"
+    );
+    // Recorded: the next run is not due.
+    let r = env.dc.admin(&cfg, &["sync"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("not due yet"), "{}", r.stdout);
+
+    // A failing run (the service password is wrong) backs off; --force ignores that.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let bad = write_config(
+        env.path(),
+        "bad.toml",
+        &text.replace(SVC_PW, "Not-The-Pass-1"),
+    );
+    let r = env.dc.admin(&bad, &["sync", "--force"], "");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(r.stderr.contains("the next run waits 2 min"), "{r:?}");
+    let r = env.dc.admin(&bad, &["sync"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("backing off after 1 failed run(s)"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("started on"), "{}", r.stdout);
+    let r = env.dc.admin(&bad, &["sync", "--force"], "");
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(r.stderr.contains("the next run waits 4 min"), "{r:?}");
+    // Fixed: a forced run completes and clears the back-off.
+    let r = env.dc.admin(&cfg, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = env.dc.admin(&cfg, &["sync"], "");
+    assert!(r.stdout.contains("not due yet"), "{}", r.stdout);
 }

@@ -401,8 +401,20 @@ fn a_size_limited_search_is_incomplete() {
         0,
         "nothing marked"
     );
-    // And the completion time was not recorded: the next run is still due.
-    assert!(!e.path().join("sync-state.json").exists());
+    // The attempt was recorded, as a failure, and no completion time: the
+    // next run backs off instead of repeating the full search a minute later.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.path().join("sync-state.json")).unwrap()).unwrap();
+    assert!(state["last_completed"].is_null(), "{state}");
+    assert_eq!(state["failures"], 1, "{state}");
+    assert!(state["last_attempt"].as_u64().is_some(), "{state}");
+    let r = e.sync(&cfg, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("backing off after 1 failed run(s)") && !r.stdout.contains("started on"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

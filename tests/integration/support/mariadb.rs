@@ -166,6 +166,16 @@ impl Db {
         )
     }
 
+    /// The `[database]` section for this database over the unix socket
+    /// (reachable from any network namespace).
+    pub fn socket_section(&self) -> String {
+        format!(
+            "[database]\nsocket = \"{}\"\nname = \"{}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\nconnect_timeout_ms = 2000\n",
+            self.server.socket.display(),
+            self.name
+        )
+    }
+
     pub fn ca(&self) -> &Path {
         &self.server.pki.ca
     }

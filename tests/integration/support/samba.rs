@@ -83,6 +83,18 @@ pub const LONGNAME: AdUser = AdUser {
     password: "Long-Pass-1",
     mail: "longname@corp.example.org",
 };
+/// A mail address of 256 characters (AD's limit for mail; mailcow's
+/// `mailbox.username` holds 255): no mailbox can be made for it.
+pub const TOOLONG: AdUser = AdUser {
+    sam: "toolong",
+    password: "Toolong-Pass-1",
+    mail: concat!(
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "@corp.example.org"
+    ),
+};
 /// Every user with a mail address, as the template creates them.
 pub const MAIL_USERS: &[&AdUser] = &[
     &ALICE,
@@ -92,6 +104,7 @@ pub const MAIL_USERS: &[&AdUser] = &[
     &MIKE_MUST_CHANGE,
     &LARRY,
     &LONGNAME,
+    &TOOLONG,
 ];
 
 /// The display name of [`LONGNAME`]: 256 characters, the last ones two bytes wide.
