@@ -8,7 +8,9 @@ use crate::db_slot::StoreSource;
 use crate::directory::{Backend, Directory, Found, Trace, UserEntry};
 use crate::health::unix_now;
 use crate::log;
-use crate::mailcow::{Created, MailboxRow, Store, Template};
+use crate::mailcow::{
+    Created, MailboxRow, Presence, Store, Template, DEACTIVATED_BY_SYNC, MISSING_SINCE,
+};
 use crate::outcome::{Failure, RequestKind, Verdict};
 use crate::provision;
 use crate::provision::NewMailbox;
@@ -317,6 +319,7 @@ fn decide_inner(
     let row = match row {
         Some(row) if !row.is_ldap() => return Err(Failure::Denied("not an LDAP mailbox".into())),
         Some(row) => {
+            let row = repair_after_sync(store, row, req.dry_run, trace)?;
             provision::login_allowed(&row, req.service.as_deref())?;
             if update_existing(cfg, store, &row, entry, req.dry_run, trace)? {
                 store.mailbox(&address)?.ok_or(Failure::UnknownUser)?
@@ -332,6 +335,48 @@ fn decide_inner(
         fields: fields(cfg, &row.username, Some(row.quota)),
         user: row.username,
     })
+}
+
+/// The user bound and passed the filter, so they are in the directory: undo
+/// what sync did to their mailbox (a deactivation by sync, a "missing since"
+/// mark), never what an admin did. Returns the row as it is now.
+fn repair_after_sync(
+    store: &mut Store,
+    row: MailboxRow,
+    dry_run: bool,
+    trace: &mut dyn Trace,
+) -> Result<MailboxRow, Failure> {
+    let by_sync = row.attr(DEACTIVATED_BY_SYNC).as_deref() == Some("1");
+    if !by_sync && !row.attributes.contains_key(MISSING_SINCE) {
+        return Ok(row);
+    }
+    if dry_run {
+        trace.step(&format!(
+            "dry run: would {} (the user is in the directory)",
+            if by_sync {
+                "reactivate the mailbox sync deactivated"
+            } else {
+                "clear the sync's \"missing since\" mark"
+            }
+        ));
+        let mut row = row;
+        if by_sync {
+            row.active = 1;
+        }
+        return Ok(row);
+    }
+    match store.found_present(&row.username)? {
+        Presence::Reactivated => {
+            trace.step("mailbox reactivated: sync had deactivated it");
+            log::info(&format!(
+                "mailbox {} reactivated at login: sync had deactivated it, and the user is in the directory and the filter again",
+                log::clean(&row.username)
+            ));
+        }
+        Presence::Cleared => trace.step("sync's \"missing since\" mark cleared"),
+        Presence::Unchanged => {}
+    }
+    Ok(store.mailbox(&row.username)?.unwrap_or(row))
 }
 
 /// The template a mapping (not the default) selects, read from the database.

@@ -105,6 +105,25 @@ pub struct LdapMailbox {
     pub deactivated_by_sync: bool,
 }
 
+/// What [`Store::found_present`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Unchanged,
+    /// The "missing since" mark was removed.
+    Cleared,
+    /// Sync had deactivated it: active again.
+    Reactivated,
+}
+
+/// The name of the cluster-wide sync lock: one per database, at most 64
+/// characters (MariaDB's limit for lock names).
+pub fn sync_lock_name(database: &str) -> String {
+    format!("mailcow-ldap-auth sync {database}")
+        .chars()
+        .take(64)
+        .collect()
+}
+
 /// A domain's limits, as locked for a creation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainRow {
@@ -636,92 +655,145 @@ impl Store {
             .collect())
     }
 
-    fn exec_tx(
-        &mut self,
-        what: &str,
-        statements: &[(String, Vec<mysql::Value>)],
-    ) -> Result<(), Failure> {
+    /// Record that the mailbox's directory entry was not seen since `since`:
+    /// only on an active mailbox not yet marked (the first mark counts) and
+    /// not deactivated by sync. Returns whether it was marked now.
+    pub fn mark_missing(&mut self, username: &str, since: u64) -> Result<bool, Failure> {
+        let r = self
+            .conn
+            .exec_iter(
+                format!(
+                    "UPDATE mailbox SET attributes = JSON_SET(COALESCE(attributes, '{{}}'), '$.{MISSING_SINCE}', ?) \
+                     WHERE username = ? AND authsource = 'ldap' AND active <> 0 \
+                     AND JSON_VALUE(attributes, '$.{MISSING_SINCE}') IS NULL \
+                     AND COALESCE(JSON_VALUE(attributes, '$.{DEACTIVATED_BY_SYNC}'), '') <> '1'"
+                ),
+                (since.to_string(), username),
+            )
+            .map_err(|e| db_failure("marking a mailbox missing", e))?;
+        Ok(r.affected_rows() > 0)
+    }
+
+    /// Deactivate a departed user's mailbox (and its own alias), marked as
+    /// done by sync — only if, in the same statement, the "missing since"
+    /// mark is still there and dates from `marked_before` or earlier: a run
+    /// (or a login) that found the user present in the meantime has removed
+    /// it, and a plan made from an older view must not undo that.
+    /// Returns whether it was deactivated now.
+    pub fn deactivate(&mut self, username: &str, marked_before: u64) -> Result<bool, Failure> {
         let mut tx = self
             .conn
             .start_transaction(TxOpts::default())
             .map_err(|e| db_failure("starting a transaction", e))?;
-        for (sql, params) in statements {
-            if let Err(e) = tx.exec_drop(sql.as_str(), params.clone()) {
-                let _ = tx.rollback();
-                return Err(db_failure(what, e));
-            }
-        }
-        tx.commit().map_err(|e| db_failure(what, e))
-    }
-
-    /// Record that the mailbox's directory entry was not seen since `since`.
-    pub fn mark_missing(&mut self, username: &str, since: u64) -> Result<(), Failure> {
-        self.exec_tx(
-            "marking a mailbox missing",
-            &[(
-                format!(
-                    "UPDATE mailbox SET attributes = JSON_SET(COALESCE(attributes, '{{}}'), '$.{MISSING_SINCE}', ?) \
-                     WHERE username = ? AND authsource = 'ldap'"
-                ),
-                vec![since.to_string().into(), username.into()],
-            )],
-        )
-    }
-
-    /// The entry is back before the grace ran out: forget the marker.
-    pub fn clear_missing(&mut self, username: &str) -> Result<(), Failure> {
-        self.exec_tx(
-            "clearing a missing marker",
-            &[(
-                format!(
-                    "UPDATE mailbox SET attributes = JSON_REMOVE(attributes, '$.{MISSING_SINCE}') \
-                     WHERE username = ? AND authsource = 'ldap' AND JSON_EXISTS(attributes, '$.{MISSING_SINCE}')"
-                ),
-                vec![username.into()],
-            )],
-        )
-    }
-
-    /// Deactivate a departed user's mailbox (and its own alias), marked as done by sync.
-    pub fn deactivate(&mut self, username: &str) -> Result<(), Failure> {
-        self.exec_tx(
-            "deactivating a mailbox",
-            &[
-                (
+        let res = (|| -> Result<bool, mysql::Error> {
+            let hit = tx
+                .exec_iter(
                     format!(
                         "UPDATE mailbox SET active = 0, \
                          attributes = JSON_SET(COALESCE(attributes, '{{}}'), '$.{DEACTIVATED_BY_SYNC}', '1') \
-                         WHERE username = ? AND authsource = 'ldap' AND active <> 0"
+                         WHERE username = ? AND authsource = 'ldap' AND active <> 0 \
+                         AND CAST(JSON_VALUE(attributes, '$.{MISSING_SINCE}') AS UNSIGNED) <= ?"
                     ),
-                    vec![username.into()],
-                ),
-                (
-                    "UPDATE alias SET active = 0 WHERE address = ? AND goto = ?".to_owned(),
-                    vec![username.into(), username.into()],
-                ),
-            ],
-        )
+                    (username, marked_before),
+                )?
+                .affected_rows()
+                > 0;
+            if hit {
+                tx.exec_drop(
+                    "UPDATE alias SET active = 0 WHERE address = ? AND goto = ?",
+                    (username, username),
+                )?;
+            }
+            Ok(hit)
+        })();
+        match res {
+            Ok(hit) => {
+                tx.commit()
+                    .map_err(|e| db_failure("deactivating a mailbox", e))?;
+                Ok(hit)
+            }
+            Err(e) => {
+                let _ = tx.rollback();
+                Err(db_failure("deactivating a mailbox", e))
+            }
+        }
     }
 
-    /// Undo [`Store::deactivate`] for a user who is back; only mailboxes sync deactivated.
-    pub fn reactivate(&mut self, username: &str) -> Result<(), Failure> {
-        self.exec_tx(
-            "reactivating a mailbox",
-            &[
-                (
+    /// The user was found in the directory (by a sync run or a login): undo
+    /// what sync did to the mailbox, in one transaction on the locked row —
+    /// a deactivation by sync is reversed (never an admin's: those carry no
+    /// sync mark), a "missing since" mark removed.
+    pub fn found_present(&mut self, username: &str) -> Result<Presence, Failure> {
+        let mut tx = self
+            .conn
+            .start_transaction(TxOpts::default())
+            .map_err(|e| db_failure("starting a transaction", e))?;
+        let res = (|| -> Result<Presence, mysql::Error> {
+            let row: Option<(Option<String>, Option<String>)> = tx.exec_first(
+                format!(
+                    "SELECT JSON_VALUE(attributes, '$.{DEACTIVATED_BY_SYNC}'), JSON_VALUE(attributes, '$.{MISSING_SINCE}') \
+                     FROM mailbox WHERE username = ? AND authsource = 'ldap' FOR UPDATE"
+                ),
+                (username,),
+            )?;
+            let Some((deactivated, missing)) = row else {
+                return Ok(Presence::Unchanged);
+            };
+            if deactivated.as_deref() == Some("1") {
+                tx.exec_drop(
                     format!(
                         "UPDATE mailbox SET active = 1, \
                          attributes = JSON_REMOVE(JSON_REMOVE(attributes, '$.{DEACTIVATED_BY_SYNC}'), '$.{MISSING_SINCE}') \
-                         WHERE username = ? AND authsource = 'ldap' AND JSON_VALUE(attributes, '$.{DEACTIVATED_BY_SYNC}') = '1'"
+                         WHERE username = ?"
                     ),
-                    vec![username.into()],
-                ),
-                (
-                    "UPDATE alias SET active = 1 WHERE address = ? AND goto = ?".to_owned(),
-                    vec![username.into(), username.into()],
-                ),
-            ],
-        )
+                    (username,),
+                )?;
+                tx.exec_drop(
+                    "UPDATE alias SET active = 1 WHERE address = ? AND goto = ?",
+                    (username, username),
+                )?;
+                return Ok(Presence::Reactivated);
+            }
+            if missing.is_some() {
+                tx.exec_drop(
+                    format!(
+                        "UPDATE mailbox SET attributes = JSON_REMOVE(attributes, '$.{MISSING_SINCE}') WHERE username = ?"
+                    ),
+                    (username,),
+                )?;
+                return Ok(Presence::Cleared);
+            }
+            Ok(Presence::Unchanged)
+        })();
+        match res {
+            Ok(p) => {
+                tx.commit()
+                    .map_err(|e| db_failure("marking a mailbox present", e))?;
+                Ok(p)
+            }
+            Err(e) => {
+                let _ = tx.rollback();
+                Err(db_failure("marking a mailbox present", e))
+            }
+        }
+    }
+
+    /// Try to take the lock that keeps syncs of every host apart (MariaDB
+    /// `GET_LOCK`, held by this connection until it closes: the server lets
+    /// it go if the holder dies). `Ok(false)`: another sync holds it.
+    pub fn try_sync_lock(&mut self, database: &str) -> Result<bool, Failure> {
+        let name = sync_lock_name(database);
+        let got: Option<Option<i64>> = self
+            .conn
+            .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+            .map_err(|e| db_failure("taking the sync lock (GET_LOCK)", e))?;
+        match got.flatten() {
+            Some(1) => Ok(true),
+            Some(_) => Ok(false),
+            None => Err(Failure::Temporary(format!(
+                "database: GET_LOCK('{name}') failed"
+            ))),
+        }
     }
 
     /// Every row of `identity_provider`, as (key, value).

@@ -12,7 +12,7 @@ use crate::config::{Config, FilterTemplate};
 use crate::cronlog::CronLog;
 use crate::directory::{rc, Directory, Silent, UserEntry};
 use crate::health::unix_now;
-use crate::mailcow::{self, Created, LdapMailbox, MailboxRow, Store, Template};
+use crate::mailcow::{self, Created, LdapMailbox, MailboxRow, Presence, Store, Template};
 use crate::outcome::Failure;
 use crate::provision::{self, MailboxUpdate, NewMailbox};
 use ldap3::adapters::{Adapter, PagedResults};
@@ -77,6 +77,9 @@ pub enum Change {
     },
     Deactivate {
         username: String,
+        /// Deactivate only if the mailbox's "missing since" mark is still there
+        /// and this old or older (checked in the same statement).
+        marked_before: u64,
     },
 }
 
@@ -109,7 +112,7 @@ impl Change {
             Change::MarkMissing { username, .. } => {
                 format!("mark {username} missing (no longer in the directory or the filter)")
             }
-            Change::Deactivate { username } => {
+            Change::Deactivate { username, .. } => {
                 format!("deactivate {username} (missing beyond the grace period)")
             }
         }
@@ -264,6 +267,7 @@ pub fn plan_missing(
             },
             Some(since) if now.saturating_sub(since) >= grace => Change::Deactivate {
                 username: m.username.clone(),
+                marked_before: now.saturating_sub(grace),
             },
             Some(_) => Change::Skip {
                 who: m.username.clone(),
@@ -299,6 +303,8 @@ pub struct Counts {
     pub created: usize,
     pub updated: usize,
     pub reactivated: usize,
+    /// "Missing since" marks removed (the user is back before the grace ran out).
+    pub cleared: usize,
     pub marked: usize,
     pub deactivated: usize,
     pub skipped: usize,
@@ -379,6 +385,14 @@ pub fn not_now(state: &SyncState, now: u64, interval: Duration) -> Option<String
             wait - since
         )
     })
+}
+
+/// How a run ended when nothing failed.
+#[derive(Debug)]
+enum Ran {
+    Done,
+    /// Another host's sync holds the database lock (named): nothing was done.
+    OtherHost(String),
 }
 
 /// Options of the `sync` command.
@@ -507,7 +521,7 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
     let result = sync_once(cfg, opts, &mut out, &mut counts, now);
     let took = started.elapsed().as_secs_f64();
     let summary = format!(
-        "{}{} directory entries; created {}, updated {}, reactivated {}, marked missing {}, deactivated {}, skipped {}, failed {}; {took:.1} s",
+        "{}{} directory entries; created {}, updated {}, reactivated {}, marked missing {}, deactivated {}, skipped {}, failed {}, missing marks cleared {}; {took:.1} s",
         if opts.dry_run { "DRY RUN, nothing written: " } else { "" },
         counts.entries,
         counts.created,
@@ -516,10 +530,16 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
         counts.marked,
         counts.deactivated,
         counts.skipped,
-        counts.failed
+        counts.failed,
+        counts.cleared
     );
     match result {
-        Ok(()) => {
+        Ok(Ran::OtherHost(lock)) => {
+            // Not logged to CRON_LOG: the timers of several hosts meet here often.
+            println!("sync: already running on another host (database lock \"{lock}\" held)");
+            ExitCode::SUCCESS
+        }
+        Ok(Ran::Done) => {
             out.info(&format!("done: {summary}"));
             if !opts.dry_run {
                 state.last_completed = Some(now);
@@ -554,13 +574,19 @@ fn sync_once(
     out: &mut CronLog,
     counts: &mut Counts,
     now: u64,
-) -> Result<(), Failure> {
+) -> Result<Ran, Failure> {
     let deadline = Instant::now() + Duration::from_secs(24 * 3600);
     let db = cfg
         .database
         .as_ref()
         .ok_or_else(|| Failure::Temporary("sync needs a [database] section".into()))?;
     let mut store = Store::connect(db, deadline)?;
+    // One sync at a time across every host sharing this database (the flock
+    // in state_dir only keeps apart the runs of one host). Held by this
+    // connection for the whole run; the server lets it go if we die.
+    if !opts.dry_run && !store.try_sync_lock(&db.name)? {
+        return Ok(Ran::OtherHost(mailcow::sync_lock_name(&db.name)));
+    }
     let templates = store.templates()?;
     let mut dir = Directory::new(&cfg.ldap, &cfg.state_dir, deadline);
     let (mut conn, host) = dir.open_bound(&mut Silent)?;
@@ -651,7 +677,7 @@ fn sync_once(
         }
     }
     match incomplete {
-        None => Ok(()),
+        None => Ok(Ran::Done),
         Some(why) => Err(Failure::Temporary(format!(
             "the directory search did not complete: {why}"
         ))),
@@ -729,18 +755,33 @@ fn apply(
             .create_mailbox(new)
             .map(|created| created == Created::Created),
         Change::Update(u) => store.update_mailbox(u).map(|_| true),
-        Change::Reactivate {
-            username,
-            was_deactivated: true,
-        } => store.reactivate(username).map(|_| true),
-        Change::Reactivate {
-            username,
-            was_deactivated: false,
-        } => store.clear_missing(username).map(|_| true),
-        Change::MarkMissing { username, since } => {
-            store.mark_missing(username, *since).map(|_| true)
+        // What the row says now decides, not what the plan read: counters
+        // report what this run changed.
+        Change::Reactivate { username, .. } => {
+            return match store.found_present(username) {
+                Ok(Presence::Reactivated) => report(
+                    &format!("reactivate {username} (back in the directory)"),
+                    CountAs::Reactivated,
+                    Ok(true),
+                    out,
+                    counts,
+                ),
+                Ok(Presence::Cleared) => report(
+                    &format!("clear missing mark of {username} (back in the directory)"),
+                    CountAs::Cleared,
+                    Ok(true),
+                    out,
+                    counts,
+                ),
+                Ok(Presence::Unchanged) => Ok(()),
+                Err(f) => report(&c.describe(), CountAs::Reactivated, Err(f), out, counts),
+            };
         }
-        Change::Deactivate { username } => store.deactivate(username).map(|_| true),
+        Change::MarkMissing { username, since } => store.mark_missing(username, *since),
+        Change::Deactivate {
+            username,
+            marked_before,
+        } => store.deactivate(username, *marked_before),
         Change::Skip { .. } => Ok(false),
     };
     report(&c.describe(), c.count_as(), res, out, counts)
@@ -752,6 +793,7 @@ enum CountAs {
     Created,
     Updated,
     Reactivated,
+    Cleared,
     Marked,
     Deactivated,
     Skipped,
@@ -762,7 +804,11 @@ impl Change {
         match self {
             Change::Create(_) => CountAs::Created,
             Change::Update(_) => CountAs::Updated,
-            Change::Reactivate { .. } => CountAs::Reactivated,
+            Change::Reactivate {
+                was_deactivated: true,
+                ..
+            } => CountAs::Reactivated,
+            Change::Reactivate { .. } => CountAs::Cleared,
             Change::MarkMissing { .. } => CountAs::Marked,
             Change::Deactivate { .. } => CountAs::Deactivated,
             Change::Skip { .. } => CountAs::Skipped,
@@ -800,6 +846,7 @@ fn bump(counts: &mut Counts, kind: CountAs) {
         CountAs::Created => counts.created += 1,
         CountAs::Updated => counts.updated += 1,
         CountAs::Reactivated => counts.reactivated += 1,
+        CountAs::Cleared => counts.cleared += 1,
         CountAs::Marked => counts.marked += 1,
         CountAs::Deactivated => counts.deactivated += 1,
         CountAs::Skipped => counts.skipped += 1,
@@ -1023,7 +1070,8 @@ mod tests {
                     since: 4600
                 },
                 Change::Deactivate {
-                    username: "b@x".into()
+                    username: "b@x".into(),
+                    marked_before: 1000,
                 },
                 Change::Skip {
                     who: "c@x".into(),

@@ -252,7 +252,7 @@ def measure_login(a):
 SUMMARY = re.compile(
     r"done: (?:DRY RUN, nothing written: )?(\d+) directory entries; created (\d+), "
     r"updated (\d+), reactivated \d+, marked missing \d+, deactivated \d+, skipped (\d+), "
-    r"failed (\d+); ([0-9.]+) s")
+    r"failed (\d+)(?:, [^;]*)?; ([0-9.]+) s")
 
 
 def sync_args(argv):

@@ -347,3 +347,200 @@ fn serve_probes_a_dead_host_once_per_retry_window() {
         serve.log_text()
     );
 }
+
+/// The base directory plus users u{range}@example.org (password "pw-N").
+fn directory_of(range: std::ops::Range<usize>) -> String {
+    let mut l = crate::support::slapd::BASE_LDIF.to_owned();
+    for i in range {
+        l.push_str(&format!(
+            "\ndn: uid=u{i},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
+             uid: u{i}\ncn: User {i}\nsn: U{i}\ndisplayName: User Number {i}\nmail: u{i}@example.org\notherMailbox: default\nuserPassword: pw-{i}\n"
+        ));
+    }
+    l
+}
+
+/// Two mail hosts sharing one database, each with its own directory replica and `state_dir`.
+struct TwoHosts {
+    dir: tempfile::TempDir,
+    full: crate::support::Slapd,
+    partial: crate::support::Slapd,
+    db: crate::support::mariadb::Db,
+}
+
+impl TwoHosts {
+    /// `full` holds u0..n, `partial` lacks the last `lacking` of them.
+    fn new(n: usize, lacking: usize) -> TwoHosts {
+        let dir = tempfile::TempDir::new().unwrap();
+        for d in ["full", "partial", "host-a", "host-b"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let full =
+            crate::support::Slapd::start_with(&dir.path().join("full"), &directory_of(0..n), "");
+        let partial = crate::support::Slapd::start_with(
+            &dir.path().join("partial"),
+            &directory_of(0..n - lacking),
+            "",
+        );
+        let db = crate::support::mariadb::Db::new();
+        db.sql(&format!(
+            "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) VALUES ('example.org', 10000, 10, 10240, 10240000, 1);\
+             INSERT INTO templates (template, type, attributes) VALUES ('Default', 'mailbox', '{}');",
+            crate::provision::DEFAULT_TEMPLATE
+        ));
+        TwoHosts {
+            dir,
+            full,
+            partial,
+            db,
+        }
+    }
+
+    /// Host `host`'s config, reading `slapd`.
+    fn config(&self, host: &str, slapd: &crate::support::Slapd) -> PathBuf {
+        let text = format!(
+            "state_dir = \"{}\"\n{}attribute_field = \"otherMailbox\"\n{}\n\
+             [dovecot]\nuid = \"5000\"\ngid = \"5000\"\n\n\
+             [[attribute_mapping]]\nattribute = \"default\"\ntemplate = \"Default\"\n\n\
+             [sync]\nimport_users = true\nperiodic_full_sync = true\ndeactivate_missing = true\n\
+             missing_grace_hours = 0\nmax_deactivate_percent = 100\npage_size = 50\n",
+            self.dir.path().join(host).display(),
+            slapd.ldap_section(),
+            self.db.section(),
+        );
+        write_config(&self.dir.path().join(host), "config.toml", &text)
+    }
+
+    fn count(&self, sql_where: &str) -> usize {
+        self.db
+            .value(&format!("SELECT COUNT(*) FROM mailbox WHERE {sql_where}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+fn sync(cfg: &Path) -> Run {
+    crate::support::admin(cfg, &["sync", "--force"], "")
+}
+
+#[test]
+fn two_hosts_syncs_never_undo_each_other() {
+    const N: usize = 300;
+    const LACKING: usize = 150;
+    let t = TwoHosts::new(N, LACKING);
+    let a = t.config("host-a", &t.full);
+    let b = t.config("host-b", &t.partial);
+    let r = sync(&a);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lacking = format!(
+        "username REGEXP '^u[0-9]+@' AND CAST(SUBSTRING(username, 2) AS UNSIGNED) >= {}",
+        N - LACKING
+    );
+    assert_eq!(t.count(&lacking), LACKING);
+    let mut waited = 0;
+    for round in 0..5 {
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| sync(&a));
+            let hb = s.spawn(|| sync(&b));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert_eq!((ra.code, rb.code), (0, 0), "round {round}: {ra:?}\n{rb:?}");
+        waited += usize::from(
+            ra.stdout.contains("already running on another host")
+                || rb.stdout.contains("already running on another host"),
+        );
+        // Each serial order of the two runs treats the lacking users alike:
+        // all of them marked or none, all inactive or none.
+        let inactive = t.count(&format!("{lacking} AND active = 0"));
+        let marked = t.count(&format!(
+            "{lacking} AND JSON_VALUE(attributes, '$.ldap_missing_since') IS NOT NULL"
+        ));
+        assert!(
+            [0, LACKING].contains(&inactive) && [0, LACKING].contains(&marked),
+            "round {round}: {inactive} of {LACKING} present users inactive, {marked} marked: no serial order of the runs leaves that\n{ra:?}\n{rb:?}"
+        );
+    }
+    eprintln!("{waited} of 5 rounds: one host found the other's database lock");
+    // The partial host alone: marks, then deactivates (grace 0).
+    assert_eq!(sync(&b).code, 0);
+    assert_eq!(sync(&b).code, 0);
+    assert_eq!(t.count(&format!("{lacking} AND active = 0")), LACKING);
+    // A wrongly deactivated user who logs in (through the full replica) is active again.
+    let reply = crate::support::StubReply::create(&t.dir.path().join("host-a"));
+    let user = format!("u{}@example.org", N - 1);
+    let r = checkpassword(
+        &a,
+        &creds(&user, &format!("pw-{}", N - 1)),
+        &[("SERVICE", "imap")],
+        &reply,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("reactivated at login"), "{}", r.stderr);
+    assert_eq!(
+        t.db.value(&format!(
+            "SELECT active FROM mailbox WHERE username = '{user}'"
+        )),
+        "1"
+    );
+    assert_eq!(
+        t.db.value(&format!(
+            "SELECT active FROM alias WHERE address = '{user}'"
+        )),
+        "1"
+    );
+    // A final run from the full view leaves no present user inactive or marked.
+    let r = sync(&a);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("reactivated {}", LACKING - 1)),
+        "the counters say what this run changed: {}",
+        r.stdout
+    );
+    assert_eq!(t.count("active = 0"), 0);
+    assert_eq!(
+        t.count("JSON_VALUE(attributes, '$.ldap_missing_since') IS NOT NULL"),
+        0
+    );
+}
+
+#[test]
+fn a_sync_leaves_the_database_to_another_hosts_run() {
+    let t = TwoHosts::new(5, 0);
+    let a = t.config("host-a", &t.full);
+    // Another host's run holds the lock (this connection, as its sync would).
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(t.db.server.port)
+        .user(Some(USER))
+        .pass(Some(PASSWORD))
+        .db_name(Some(t.db.name.clone()))
+        .prefer_socket(false);
+    let mut other = mysql::Conn::new(opts).unwrap();
+    let name = mailcow_ldap_auth::mailcow::sync_lock_name(&t.db.name);
+    let got: Option<i64> = other.exec_first("SELECT GET_LOCK(?, 0)", (&name,)).unwrap();
+    assert_eq!(got, Some(1));
+    let r = sync(&a);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("already running on another host"),
+        "{r:?}"
+    );
+    assert_eq!(
+        t.count("1"),
+        0,
+        "nothing may be written while another host syncs"
+    );
+    // The holder dies: the server lets the lock go, and the next run works.
+    drop(other);
+    let free = Instant::now() + Duration::from_secs(10);
+    while t.db.value(&format!("SELECT IS_FREE_LOCK('{name}')")) != "1" {
+        assert!(
+            Instant::now() < free,
+            "the server kept the lock of a closed connection"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = sync(&a);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(t.count("1") >= 5, "{r:?}");
+}
