@@ -19,8 +19,6 @@ use crate::config::Host;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -259,61 +257,22 @@ fn in_window(m: &Mark, now_ms: u64, retry: Duration) -> bool {
     m.failed_ms <= now_ms && now_ms < m.failed_ms.saturating_add(retry.as_millis() as u64)
 }
 
-/// Open a file in `state_dir` without following a link and without
-/// blocking on a FIFO; only a regular file is used.
-fn open_regular(path: &Path, create: bool) -> Option<File> {
-    let f = File::options()
-        .read(true)
-        .write(create)
-        .create(create)
-        .truncate(false)
-        .mode(0o660)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .ok()?;
-    f.metadata().ok()?.is_file().then_some(f)
-}
-
 fn read_marks(state_dir: &Path) -> BTreeMap<String, Mark> {
-    let Some(f) = open_regular(&state_dir.join(FILE_NAME), false) else {
-        return BTreeMap::new();
-    };
-    let mut buf = Vec::new();
-    if f.take(MAX_FILE + 1).read_to_end(&mut buf).is_err() || buf.len() as u64 > MAX_FILE {
-        return BTreeMap::new();
-    }
-    serde_json::from_slice(&buf).unwrap_or_default()
+    crate::state_dir::read_small(state_dir, FILE_NAME, MAX_FILE)
+        .and_then(|buf| serde_json::from_slice(&buf).ok())
+        .unwrap_or_default()
 }
 
-/// To a new temporary file (never an existing one), then renamed over the
-/// old one, so readers see a whole file.
+/// A whole new file renamed over the old one, so readers see a whole file.
 fn write_marks(state_dir: &Path, marks: &BTreeMap<String, Mark>) {
-    let Ok(json) = serde_json::to_vec(marks) else {
-        return;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = state_dir.join(format!(
-        ".{FILE_NAME}.{}.{nanos:08x}.tmp",
-        std::process::id()
-    ));
-    let written = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o660)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(&json));
-    if written.is_err() || std::fs::rename(&tmp, state_dir.join(FILE_NAME)).is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Ok(json) = serde_json::to_vec(marks) {
+        let _ = crate::state_dir::write_atomic(state_dir, FILE_NAME, &json);
     }
 }
 
 /// The lock beside the file, if it can be had within [`LOCK_WAIT`].
 fn lock(state_dir: &Path) -> Option<File> {
-    let f = open_regular(&state_dir.join(LOCK_NAME), true)?;
+    let f = crate::state_dir::open_regular(state_dir, LOCK_NAME, true).ok()?;
     let until = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match f.try_lock() {

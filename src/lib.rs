@@ -19,6 +19,7 @@ pub mod outcome;
 pub mod provision;
 pub mod secret;
 pub mod serve;
+pub mod state_dir;
 pub mod sync;
 pub mod tls;
 pub mod trusted_file;

@@ -18,7 +18,6 @@ use crate::provision::{self, MailboxUpdate, NewMailbox};
 use ldap3::adapters::{Adapter, PagedResults};
 use ldap3::{Scope, SearchEntry};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -325,8 +324,7 @@ pub struct SyncState {
 
 impl SyncState {
     fn load(state_dir: &Path) -> SyncState {
-        let Some(v) = std::fs::read(state_dir.join(STATE_FILE))
-            .ok()
+        let Some(v) = crate::state_dir::read_small(state_dir, STATE_FILE, 64 * 1024)
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         else {
             return SyncState::default();
@@ -340,17 +338,13 @@ impl SyncState {
     }
 
     fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        let tmp = state_dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(
-            &tmp,
-            serde_json::json!({
-                "last_completed": self.last_completed,
-                "last_attempt": self.last_attempt,
-                "failures": self.failures,
-            })
-            .to_string(),
-        )?;
-        std::fs::rename(&tmp, state_dir.join(STATE_FILE))
+        let text = serde_json::json!({
+            "last_completed": self.last_completed,
+            "last_attempt": self.last_attempt,
+            "failures": self.failures,
+        })
+        .to_string();
+        crate::state_dir::write_atomic(state_dir, STATE_FILE, text.as_bytes())
     }
 }
 
@@ -458,27 +452,33 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
         ));
         return ExitCode::from(111);
     }
+    if let Err(e) = crate::state_dir::check_for_root(&cfg.state_dir) {
+        out.error(&e);
+        return ExitCode::from(111);
+    }
     // One run at a time, across processes: an exclusive lock held until exit.
-    // Read-only is enough for flock, so a lock file someone else created
-    // (root running a sync by hand, say) does not lock the timer's user out.
-    let lock_path = cfg.state_dir.join(LOCK_FILE);
-    let lock = match File::open(&lock_path).or_else(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path),
-        _ => Err(e),
-    }) {
-        Ok(f) => f,
-        Err(e) => {
-            out.error(&format!(
-                "cannot open the lock file in {}: {e}",
-                cfg.state_dir.display()
-            ));
-            return ExitCode::from(111);
-        }
-    };
+    // Opened without following a link or waiting on a FIFO (a planted
+    // `sync.lock` link made root create its target). Read-only is enough for
+    // flock, so a lock file someone else created (root running a sync by
+    // hand, say) does not lock the timer's user out.
+    let lock =
+        match crate::state_dir::open_regular(&cfg.state_dir, LOCK_FILE, false).or_else(|e| match e
+            .kind()
+        {
+            std::io::ErrorKind::NotFound => {
+                crate::state_dir::open_regular(&cfg.state_dir, LOCK_FILE, true)
+            }
+            _ => Err(e),
+        }) {
+            Ok(f) => f,
+            Err(e) => {
+                out.error(&format!(
+                    "cannot open the lock file in {}: {e}",
+                    cfg.state_dir.display()
+                ));
+                return ExitCode::from(111);
+            }
+        };
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -488,3 +488,71 @@ fn refusals_inside_a_page_roll_back_alone() {
     );
     assert_eq!(e.count("username = 'u2@example.org'"), 0);
 }
+
+/// state_dir is shared with user `dovecot`: what is planted there must not be
+/// followed. Before: a dangling `sync.lock` link made `sync` create its
+/// target, a FIFO as `sync.lock` or `sync-state.json` hung it, and a FIFO as
+/// `host-health.json` made every login exit 111.
+#[test]
+fn planted_links_and_fifos_in_state_dir_are_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = Env::new(3, "");
+    let cfg = e.config("");
+    let state = e.path();
+    let elsewhere = TempDir::new().unwrap();
+    let target = elsewhere.path().join("nologin");
+    let mkfifo = |p: &Path| {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+
+    // A dangling link as the lock: refused, its target never created.
+    std::os::unix::fs::symlink(&target, state.join("sync.lock")).unwrap();
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(!target.exists(), "sync created the link's target");
+    std::fs::remove_file(state.join("sync.lock")).unwrap();
+
+    // A FIFO as the lock: refused at once.
+    mkfifo(&state.join("sync.lock"));
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(
+        r.stderr.contains("lock") || r.stdout.contains("lock"),
+        "{r:?}"
+    );
+    std::fs::remove_file(state.join("sync.lock")).unwrap();
+
+    // A FIFO as the state file: ignored (not due check skipped), the run goes on.
+    mkfifo(&state.join("sync-state.json"));
+    let r = e.sync(&cfg, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.count("1"), 4);
+    let kind = std::fs::symlink_metadata(state.join("sync-state.json")).unwrap();
+    assert!(
+        kind.is_file(),
+        "the FIFO was replaced by a regular state file"
+    );
+
+    // A FIFO as the hosts' health file: logins go on.
+    mkfifo(&state.join("host-health.json"));
+    let reply = StubReply::create(elsewhere.path());
+    let r = checkpassword(&cfg, &creds("u1@example.org", "pw-1"), &[], &reply);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Root refuses a state_dir every user may write.
+    if crate::support::running_as_root() {
+        let mode = std::fs::metadata(state).unwrap().permissions().mode();
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let r = e.sync(&cfg, &["--force"]);
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(r.code, 111, "{r:?}");
+        assert!(
+            r.stderr.contains("chmod o-w") || r.stdout.contains("chmod o-w"),
+            "{r:?}"
+        );
+    }
+}
