@@ -27,25 +27,47 @@ pub fn bin() -> PathBuf {
 }
 
 /// A loopback port nobody listens on right now, never handed out twice in
-/// this test process.
+/// this test run, nor to another test process running at the same time.
 ///
 /// Ports come from below the kernel's ephemeral range (32768-60999 on Linux),
-/// walking up from a start derived from the pid, so that neither another call
-/// here nor an outgoing connection's ephemeral port can take a port between
-/// the moment it is handed out and the moment its server binds it. (Binding
-/// port 0 and letting it go handed the same port to two servers of one run.)
+/// so that an outgoing connection's ephemeral port cannot take a port between
+/// the moment it is handed out and the moment its server binds it. Each port
+/// handed out is reserved for the life of this process by an `flock` on
+/// `/tmp/mla-test-ports/<port>` (released by the kernel when the process
+/// ends), which keeps two test processes (two checkouts tested at once) from
+/// handing out the same port. Binding port 0 and letting it go handed the same
+/// port to two servers of one run ("duplicate listener"), and a plain walk
+/// from a per-process start handed one port to two processes (a test then
+/// waited on the other process's server).
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::Mutex;
     const LOW: u16 = 20_000;
     const SPAN: u16 = 12_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    // A start per process (two test processes at once start far apart).
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = Path::new("/tmp/mla-test-ports");
+    let _ = std::fs::create_dir_all(dir);
     let start = LOW + (std::process::id() % u32::from(SPAN)) as u16;
     let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
     for _ in 0..SPAN {
         let candidate = NEXT.fetch_add(1, Ordering::SeqCst);
         let port = LOW + (candidate - LOW) % SPAN;
+        // Without a usable reservation folder (another user's), the bind
+        // check alone decides.
+        let reservation = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .ok();
+        if reservation.as_ref().is_some_and(|f| f.try_lock().is_err()) {
+            continue; // another test process holds it
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(reservation);
             return port;
         }
     }
