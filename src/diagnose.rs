@@ -11,7 +11,7 @@ use crate::provision;
 use crate::secret::Secret;
 use crate::tls;
 use ldap3::{Scope, SearchEntry, SearchOptions};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -32,9 +32,26 @@ pub fn read_password(prompt: &str) -> std::io::Result<Secret> {
         let p = rpassword::prompt_password(prompt)?;
         return Ok(Secret::new(p));
     }
-    let mut line = zeroize::Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(Secret::new(line.trim_end_matches(['\n', '\r']).to_owned()))
+    // Straight from the descriptor (std's stdin buffer would keep a copy we
+    // cannot zero), into buffers that are zeroed and never reallocate.
+    const MAX: usize = 4096;
+    let mut input = std::fs::File::open("/dev/stdin")?;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(MAX));
+    let mut chunk = zeroize::Zeroizing::new([0u8; 512]);
+    while buf.len() < MAX && !buf.contains(&b'\n') {
+        let want = (MAX - buf.len()).min(chunk.len());
+        let n = input.read(&mut chunk[..want])?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "the password is not UTF-8")
+    })?;
+    Ok(Secret::new(text.to_owned()))
 }
 
 fn describe_config(cfg: &Config) {
@@ -48,14 +65,21 @@ fn describe_config(cfg: &Config) {
             println!("  certificate verification: OFF (ignore_ssl_errors = true) - anyone on the path can read passwords");
         } else {
             let cas: Vec<String> = l.ca_files.iter().map(|p| p.display().to_string()).collect();
-            println!(
-                "  certificate verification: on, against the system roots{}",
-                if cas.is_empty() {
-                    String::new()
-                } else {
-                    format!(" and {}", cas.join(", "))
-                }
-            );
+            if l.ca_only {
+                println!(
+                    "  certificate verification: on, against {} only (ca_only)",
+                    cas.join(", ")
+                );
+            } else {
+                println!(
+                    "  certificate verification: on, against the system roots{}",
+                    if cas.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and {}", cas.join(", "))
+                    }
+                );
+            }
         }
     }
     println!(

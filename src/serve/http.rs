@@ -25,8 +25,8 @@ pub struct HttpRequest {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
-    /// Bytes of the body already read with the head.
-    pub body_start: Vec<u8>,
+    /// Bytes of the body already read with the head (may hold the password).
+    pub body_start: Zeroizing<Vec<u8>>,
 }
 
 impl HttpRequest {
@@ -67,7 +67,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<HttpRequest>, u16> {
         method: method.to_owned(),
         path: path.split('?').next().unwrap_or(path).to_owned(),
         headers,
-        body_start: buf[end + 4..].to_vec(),
+        body_start: Zeroizing::new(buf[end + 4..].to_vec()),
     }))
 }
 
@@ -132,10 +132,13 @@ fn read_request(
     stream: &mut TcpStream,
     max_body: usize,
 ) -> Result<(HttpRequest, Zeroizing<Vec<u8>>), u16> {
-    let mut buf = Zeroizing::new(Vec::with_capacity(1024));
-    let mut chunk = [0u8; 2048];
+    // Buffers that may hold the password are zeroed on every path (Zeroizing
+    // drops) and never reallocate while they do: the head buffer has room
+    // for the largest head plus one read, the body buffer for the whole body.
+    let mut chunk = Zeroizing::new([0u8; 2048]);
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_HEAD + chunk.len()));
     let req = loop {
-        let n = stream.read(&mut chunk).map_err(|_| 408u16)?;
+        let n = stream.read(&mut chunk[..]).map_err(|_| 408u16)?;
         if n == 0 {
             return Err(400);
         }
@@ -165,16 +168,17 @@ fn read_request(
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .map_err(|_| 408u16)?;
     }
-    let mut body = Zeroizing::new(req.body_start.clone());
+    let mut body = Zeroizing::new(Vec::with_capacity(len.max(req.body_start.len())));
+    body.extend_from_slice(&req.body_start);
     while body.len() < len {
-        let n = stream.read(&mut chunk).map_err(|_| 408u16)?;
+        let want = (len - body.len()).min(chunk.len());
+        let n = stream.read(&mut chunk[..want]).map_err(|_| 408u16)?;
         if n == 0 {
             return Err(400);
         }
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(len);
-    chunk.fill(0);
     Ok((req, body))
 }
 
@@ -365,7 +369,7 @@ mod tests {
         assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/auth"));
         assert_eq!(r.header("content-length"), Some("5"));
         assert_eq!(r.header("x-auth-secret"), Some("s"));
-        assert_eq!(r.body_start, b"abc");
+        assert_eq!(r.body_start.as_slice(), b"abc");
         assert_eq!(parse_head(b"POST /auth HTTP/1.1\r\nHost: x"), Ok(None));
         assert_eq!(parse_head(b"garbage\r\n\r\n"), Err(400));
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nno-colon\r\n\r\n"), Err(400));
