@@ -23,6 +23,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const STATE_FILE: &str = "sync-state.json";
+/// Mailboxes created in one transaction (with the domain row locked): a
+/// first login in that domain waits for one batch at most, a few ms.
+const CREATE_BATCH: usize = 20;
 const LOCK_FILE: &str = "sync.lock";
 
 /// A directory entry reduced to what the plan needs.
@@ -706,15 +709,17 @@ fn apply_page(
     let rows = store.mailboxes(&addresses)?;
     let changes = plan_page(cfg, batch, &rows, templates, seen, now);
     if !opts.dry_run {
-        // A page's creations in one domain share one transaction: one lock and
-        // one count of the domain's mailboxes per page, not per mailbox.
+        // A page's creations in one domain share transactions of
+        // CREATE_BATCH mailboxes: one lock and one count of the domain's
+        // mailboxes per batch, not per mailbox, and never the domain row
+        // locked across a whole page (first logins in the domain wait for it).
         let mut by_domain: BTreeMap<&str, Vec<&NewMailbox>> = BTreeMap::new();
         for c in &changes {
             if let Change::Create(n) = c {
                 by_domain.entry(n.domain.as_str()).or_default().push(n);
             }
         }
-        for group in by_domain.values() {
+        for group in by_domain.values().flat_map(|g| g.chunks(CREATE_BATCH)) {
             let results = store.create_mailboxes(group)?;
             for (new, res) in group.iter().zip(results) {
                 let res = res.map(|created| created == Created::Created);

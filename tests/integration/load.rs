@@ -544,3 +544,111 @@ fn a_sync_leaves_the_database_to_another_hosts_run() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(t.count("1") >= 5, "{r:?}");
 }
+
+#[test]
+fn an_import_never_stalls_first_logins() {
+    const N: usize = 2000;
+    let dir = tempfile::TempDir::new().unwrap();
+    let slapd = crate::support::Slapd::start_with(
+        dir.path(),
+        &directory_of(0..N),
+        &format!("limits dn.exact=\"{READER_DN}\" size=unlimited"),
+    );
+    let db = crate::support::mariadb::Db::new();
+    db.sql(&format!(
+        "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) VALUES ('example.org', 10000, 10, 10240, 10240000, 1);\
+         INSERT INTO templates (template, type, attributes) VALUES ('Default', 'mailbox', '{}');",
+        crate::provision::DEFAULT_TEMPLATE
+    ));
+    // One page of every user: before, the whole page was one transaction
+    // holding the domain row.
+    let text = format!(
+        "state_dir = \"{}\"\n{}attribute_field = \"otherMailbox\"\n{}\n\
+         [dovecot]\nuid = \"5000\"\ngid = \"5000\"\n\n\
+         [[attribute_mapping]]\nattribute = \"default\"\ntemplate = \"Default\"\n\n\
+         [sync]\nimport_users = true\nperiodic_full_sync = true\npage_size = {N}\n",
+        dir.path().display(),
+        slapd.ldap_section(),
+        db.section(),
+    );
+    let cfg = write_config(dir.path(), "config.toml", &text);
+    let done = AtomicBool::new(false);
+    let (sync_run, logins) = std::thread::scope(|s| {
+        let syncer = s.spawn(|| {
+            let r = sync(&cfg);
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        // First logins of the users the import reaches last, every 100 ms
+        // (open loop) until the import has finished.
+        let start = Instant::now();
+        let mut hs = Vec::new();
+        for i in 0..200 {
+            if done.load(Ordering::SeqCst) {
+                break;
+            }
+            let at = start + Duration::from_millis(100) * i as u32;
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let (cfg, dir) = (&cfg, dir.path());
+            hs.push(s.spawn(move || {
+                let rdir = dir.join(format!("reply-{i}"));
+                std::fs::create_dir_all(&rdir).unwrap();
+                let reply = crate::support::StubReply::create(&rdir);
+                let user = N - 1 - i;
+                let t = Instant::now();
+                let r = checkpassword(
+                    cfg,
+                    &creds(&format!("u{user}@example.org"), &format!("pw-{user}")),
+                    &[("SERVICE", "imap")],
+                    &reply,
+                );
+                (r, t.elapsed())
+            }));
+        }
+        let logins: Vec<(Run, Duration)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        (syncer.join().unwrap(), logins)
+    });
+    assert_eq!(sync_run.code, 0, "{sync_run:?}");
+    if let Some(l) = sync_run.stdout.lines().find(|l| l.starts_with("done:")) {
+        eprintln!("{l}");
+    }
+    assert_eq!(
+        db.value("SELECT COUNT(*) FROM mailbox WHERE username REGEXP '^u[0-9]+@'"),
+        N.to_string()
+    );
+    assert!(
+        logins.len() >= 10,
+        "only {} logins during the import",
+        logins.len()
+    );
+    let runs: Vec<Run> = logins
+        .iter()
+        .map(|(r, _)| Run {
+            code: r.code,
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+        })
+        .collect();
+    assert_all_accepted(&runs);
+    // The helper's own time for its decision (its log line's ms=), without
+    // the process start-up that a loaded machine stretches.
+    let decided_ms = |r: &Run| -> u64 {
+        r.stderr
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no ms= in the log line: {r:?}"))
+    };
+    let slowest = runs.iter().map(decided_ms).max().unwrap();
+    let slowest_wall = logins.iter().map(|(_, d)| *d).max().unwrap();
+    eprintln!(
+        "{} first logins during the import; slowest decision {slowest} ms ({slowest_wall:?} with the process start)",
+        logins.len()
+    );
+    // Generous: a first login alone decides in some 10 ms here; behind the
+    // import's page (one transaction) it waited 2 s.
+    assert!(
+        slowest < 1000,
+        "a first login waited {slowest} ms during the import"
+    );
+}
