@@ -576,6 +576,12 @@ fn check_host(cfg: &Config, host: &Host) -> bool {
                     &format!("filter {filter}: no entries"),
                     "no user could log in: check ldap.base_dn, ldap.username_field and ldap.filter",
                 );
+            } else if r.1.rc == rc::SIZE_LIMIT_EXCEEDED && n < LIMIT as usize {
+                // Not our limit: the server's. Sync's paged search stops there too.
+                c.fail(
+                    &format!("filter {filter}: {n} entries, then the server's size limit"),
+                    &crate::sync::size_limit_advice(l.bind_dn.as_deref(), n),
+                );
             } else {
                 c.pass(&format!("filter {filter}: {n}{more} entries"));
                 if let Some(f) = &l.attribute_field {

@@ -279,6 +279,27 @@ pub fn plan_missing(
         .collect())
 }
 
+/// What to say when the server's size limit cut a search short: the limit,
+/// who it applies to, and the server setting that lifts it.
+pub fn size_limit_advice(bind_dn: Option<&str>, entries: usize) -> String {
+    let (who, limits) = match bind_dn {
+        Some(dn) => (
+            format!("the bind DN {dn}"),
+            format!("limits dn.exact=\"{dn}\" size.prtotal=unlimited"),
+        ),
+        None => (
+            "anonymous searches".to_owned(),
+            "limits anonymous size.prtotal=unlimited".to_owned(),
+        ),
+    };
+    format!(
+        "the directory's size limit for {who} stopped the search after {entries} entries \
+         (result code 4, sizeLimitExceeded; OpenLDAP's default is sizelimit 500): raise it for this DN, \
+         on OpenLDAP with `{limits}` (or size=unlimited) in the database's section of slapd.conf \
+         (olcLimits in cn=config), on Active Directory with MaxPageSize / MaxResultSetSize in its LDAP policy"
+    )
+}
+
 /// The search filter of a sync: every user the login filter could let in.
 pub fn sync_filter(cfg: &Config) -> String {
     let uf = &cfg.ldap.username_field;
@@ -654,6 +675,12 @@ fn sync_once(
     if references > 0 {
         out.info(&format!(
             "skipped {references} continuation reference(s) to other partitions or servers (not followed)"
+        ));
+    }
+    if res.rc == rc::SIZE_LIMIT_EXCEEDED && incomplete.is_none() {
+        incomplete = Some(size_limit_advice(
+            cfg.ldap.bind_dn.as_deref(),
+            counts.entries,
         ));
     }
     if res.rc != rc::SUCCESS && incomplete.is_none() {

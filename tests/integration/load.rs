@@ -652,3 +652,53 @@ fn an_import_never_stalls_first_logins() {
         "a first login waited {slowest} ms during the import"
     );
 }
+
+#[test]
+fn the_servers_size_limit_is_named_with_its_fix() {
+    // 600 users and OpenLDAP's default `sizelimit 500` (no limits line).
+    let dir = tempfile::TempDir::new().unwrap();
+    let slapd = crate::support::Slapd::start_with(dir.path(), &directory_of(0..600), "");
+    let db = crate::support::mariadb::Db::new();
+    db.sql(&format!(
+        "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) VALUES ('example.org', 10000, 10, 10240, 10240000, 1);\
+         INSERT INTO templates (template, type, attributes) VALUES ('Default', 'mailbox', '{}');\
+         INSERT INTO mailbox (username, password, name, quota, local_part, domain, attributes, authsource, active) \
+         VALUES ('u599@example.org', '', 'U', 0, 'u599', 'example.org', '{{}}', 'ldap', 1);",
+        crate::provision::DEFAULT_TEMPLATE
+    ));
+    let text = format!(
+        "state_dir = \"{}\"\n{}attribute_field = \"otherMailbox\"\n{}\n\
+         [[attribute_mapping]]\nattribute = \"default\"\ntemplate = \"Default\"\n\n\
+         [sync]\nimport_users = true\ndeactivate_missing = true\nmissing_grace_hours = 0\n\
+         max_deactivate_percent = 100\npage_size = 100\n",
+        dir.path().display(),
+        slapd.ldap_section(),
+        db.section(),
+    );
+    let cfg = write_config(dir.path(), "config.toml", &text);
+    for _ in 0..2 {
+        let r = sync(&cfg);
+        assert_eq!(r.code, 111, "{r:?}");
+        let all = format!("{}{}", r.stdout, r.stderr);
+        for want in [
+            "size limit for the bind DN cn=reader,dc=example,dc=org",
+            "limits dn.exact=\"cn=reader,dc=example,dc=org\" size.prtotal=unlimited",
+            "nothing is marked or deactivated",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in {all}");
+        }
+    }
+    // A partial result deactivates (and marks) nothing.
+    assert_eq!(
+        db.value("SELECT active, attributes FROM mailbox WHERE username = 'u599@example.org'"),
+        "1\t{}"
+    );
+    let r = crate::support::admin(&cfg, &["connection-test"], "");
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("then the server's size limit")
+            && r.stdout.contains("size.prtotal=unlimited"),
+        "{}",
+        r.stdout
+    );
+}
