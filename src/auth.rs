@@ -304,7 +304,9 @@ fn decide_inner(
     let entry = &*found_entry.insert(entry);
 
     let Some(store) = db.get(deadline)? else {
-        let user = req.login.to_lowercase();
+        // The directory's spelling, never the typed one.
+        let user = provision::canonical_user(cfg, entry, &req.login)?;
+        trace.step(&format!("user from the directory entry: {user}"));
         return Ok(Accepted {
             fields: fields(cfg, &user, None),
             user,

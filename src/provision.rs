@@ -252,22 +252,61 @@ pub fn login_as_address(login: &str) -> Option<String> {
         .flatten()
 }
 
-/// The mailbox address of a directory entry: `mail_field`'s first value, else
-/// the `username_field` value equal to the login (ignoring case).
-pub fn canonical_address(cfg: &Config, entry: &UserEntry, login: &str) -> Result<String, Failure> {
-    let raw = match &cfg.provisioning.mail_field {
+/// A login or attribute value in the form they are compared in: NFKC, case
+/// folded, NFKC again (Unicode's NFKC_Casefold but for its removal of
+/// default-ignorable code points), so that width and case never make two
+/// users of one entry, as they don't for Active Directory's matching.
+pub fn fold(s: &str) -> String {
+    let nfkc = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc();
+    let once = nfkc.normalize(s);
+    let folded = icu_casemap::CaseMapper::new().fold_string(&once);
+    nfkc.normalize(&folded).into_owned()
+}
+
+/// The directory's own spelling of the user: `mail_field`'s first value when
+/// set, else the `username_field` value that equals the login under
+/// [`fold`]; never the typed text. A directory whose matching let the login
+/// through although no value equals it is refused, naming the fix.
+pub fn directory_user(cfg: &Config, entry: &UserEntry, login: &str) -> Result<String, Failure> {
+    match &cfg.provisioning.mail_field {
         Some(f) => entry.first(f).map(str::to_owned).ok_or_else(|| {
             Failure::Denied(format!(
                 "the entry has no {f} (provisioning.mail_field): no mailbox address"
             ))
-        })?,
-        None => entry
-            .values(&cfg.ldap.username_field)
-            .iter()
-            .find(|v| v.to_lowercase() == login.to_lowercase())
-            .cloned()
-            .unwrap_or_else(|| login.to_owned()),
-    };
+        }),
+        None => {
+            let field = &cfg.ldap.username_field;
+            let want = fold(login);
+            entry
+                .values(field)
+                .iter()
+                .find(|v| fold(v) == want)
+                .cloned()
+                .ok_or_else(|| {
+                    Failure::Denied(format!(
+                        "the directory matched this login to an entry whose {field} values do not include it: set provisioning.mail_field"
+                    ))
+                })
+        }
+    }
+}
+
+/// The user Dovecot gets when there is no database: [`directory_user`],
+/// lower-cased (an address also with its domain in ASCII).
+pub fn canonical_user(cfg: &Config, entry: &UserEntry, login: &str) -> Result<String, Failure> {
+    let raw = directory_user(cfg, entry, login)?;
+    if raw.contains('@') {
+        if let Ok(a) = normalize_address(&raw) {
+            return Ok(a);
+        }
+    }
+    Ok(raw.trim().to_lowercase())
+}
+
+/// The mailbox address of a directory entry: [`directory_user`], which must
+/// be a mail address.
+pub fn canonical_address(cfg: &Config, entry: &UserEntry, login: &str) -> Result<String, Failure> {
+    let raw = directory_user(cfg, entry, login)?;
     normalize_address(&raw).map_err(|_| {
         Failure::Denied(format!(
             "\"{raw}\" is not a mail address: set provisioning.mail_field to the attribute holding the address"
@@ -647,6 +686,59 @@ mod tests {
         row.active = 1;
         row.domain_active = Some(false);
         assert!(login_allowed(&row, None).is_err());
+    }
+
+    #[test]
+    fn logins_compare_under_nfkc_and_case_folding() {
+        assert_eq!(fold("ａｌｉｃｅ"), "alice");
+        assert_eq!(fold("ALICE@Corp.Example.ORG"), "alice@corp.example.org");
+        assert_eq!(fold("Straße"), fold("STRASSE"));
+        assert_eq!(fold("ﬁle"), "file");
+        assert_ne!(fold("alice"), fold("alicé"));
+    }
+
+    #[test]
+    fn the_user_comes_from_the_entry_never_from_the_login() {
+        let cfg = crate::config::parse_str(
+            "[ldap]\nhosts = \"h\"\nbase_dn = \"dc=x\"\nusername_field = \"userPrincipalName\"\n",
+        )
+        .unwrap()
+        .validate(std::path::Path::new("t"), Default::default())
+        .unwrap();
+        let mut entry = UserEntry::default();
+        entry.attrs.insert(
+            "userprincipalname".into(),
+            vec!["Alice@Corp.Example.org".into()],
+        );
+        entry
+            .attrs
+            .insert("mail".into(), vec!["a.l@corp.example.org".into()]);
+        for login in [
+            "alice@corp.example.org",
+            "ALICE@CORP.EXAMPLE.ORG",
+            "ａｌｉｃｅ@corp.example.org",
+        ] {
+            assert_eq!(
+                canonical_user(&cfg, &entry, login).unwrap(),
+                "alice@corp.example.org"
+            );
+        }
+        let refused = canonical_user(&cfg, &entry, "alice").unwrap_err();
+        assert_eq!(
+            refused,
+            Failure::Denied("the directory matched this login to an entry whose userprincipalname values do not include it: set provisioning.mail_field".into())
+        );
+        assert!(canonical_address(&cfg, &entry, "alice").is_err());
+        let mut with_mail = cfg.clone();
+        with_mail.provisioning.mail_field = Some("mail".into());
+        assert_eq!(
+            canonical_user(&with_mail, &entry, "alice").unwrap(),
+            "a.l@corp.example.org"
+        );
+        assert_eq!(
+            canonical_address(&with_mail, &entry, "x").unwrap(),
+            "a.l@corp.example.org"
+        );
     }
 
     #[test]

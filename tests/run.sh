@@ -19,6 +19,8 @@ packages=(
   samba-ad-provision
   ldb-tools
   iproute2
+  # ...and socat, to reach a server the AD tests run in the DC's network namespace.
+  socat
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,7 +7,8 @@ use crate::support::samba::{
     long_display_name, AdUser, SambaDc, ALICE, BOB, DORA_DISABLED, EVE_EXPIRED, GROUP_DN, HOST,
     LARRY, LOCKOUT_THRESHOLD, LONGNAME, MIKE_MUST_CHANGE, OTHER_HOST, SVC_PW, TOOLONG,
 };
-use crate::support::{run_ok, write_config, Pki, StubReply};
+use crate::support::serve::Serve;
+use crate::support::{bin, run_ok, write_config, Pki, StubReply};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
@@ -445,4 +446,122 @@ fn sync_from_the_domain_root_completes_and_a_failure_backs_off() {
     );
     let r = env.dc.admin(&cfg, &["sync"], "");
     assert!(r.stdout.contains("not due yet"), "{}", r.stdout);
+}
+
+const DOVECOT: &str = "[dovecot]\nuid = \"5000\"\ngid = \"5000\"\nhome = \"/var/vmail/%d/%n\"\n";
+
+/// Alice's logins: sAMAccountName, UPN, mail, in odd cases.
+const ALICE_LOGINS: &[&str] = &[
+    "alice",
+    "ALICE",
+    "alice@corp.example.org",
+    "Alice@CORP.example.org",
+    "alice.liddell@corp.example.org",
+    "ALICE.Liddell@Corp.Example.Org",
+];
+
+/// Width variants: the directory may or may not match them, but when it
+/// does, they are alice and nobody else.
+const ALICE_VARIANTS: &[&str] = &[
+    "ａｌｉｃｅ",
+    "ＡＬＩＣＥ@corp.example.org",
+    "alice.liddell＠corp.example.org",
+];
+
+/// Every login of alice is one user: accepted as `user`, home from it; a
+/// width variant is either the same user or refused, never another.
+fn assert_one_user(env: &Env, cfg: &Path, user: &str) {
+    for login in ALICE_LOGINS.iter().chain(ALICE_VARIANTS) {
+        let r = env.dc.login(cfg, login, ALICE.password, &env.reply);
+        if ALICE_VARIANTS.contains(login) && r.code == 1 {
+            continue;
+        }
+        assert_eq!(r.code, 0, "{login}: {r:?}");
+        assert_eq!(env.reply.var("USER").as_deref(), Some(user), "{login}");
+        let (local, domain) = user.split_once('@').unwrap();
+        assert_eq!(
+            env.reply.var("userdb_home"),
+            Some(format!("/var/vmail/{domain}/{local}")),
+            "{login}"
+        );
+    }
+    // `test` says the same.
+    for login in ["alice", "Alice@CORP.example.org"] {
+        let t = env
+            .dc
+            .admin(cfg, &["test", login], &format!("{}\n", ALICE.password));
+        assert_eq!(t.code, 0, "{t:?}");
+        assert!(
+            t.stdout.contains(&format!("RESULT: accepted as {user}")),
+            "{}",
+            t.stdout
+        );
+    }
+}
+
+#[test]
+fn one_canonical_user_whatever_was_typed() {
+    let env = Env::new();
+    // Without [database], with mail_field: the mail address for every login.
+    let cfg = env.config(
+        "",
+        &format!("[provisioning]\nmail_field = \"mail\"\n\n{DOVECOT}"),
+    );
+    assert_one_user(&env, &cfg, ALICE.mail);
+
+    // Without mail_field: the username attribute's own value, when it equals
+    // the login (any case); a login the filter matched by another attribute
+    // is refused, naming the fix, in the log and in `test`.
+    let upn = env.config_for(HOST, "use_ssl = true", "", DOVECOT);
+    let text = std::fs::read_to_string(&upn).unwrap().replace(
+        "username_field = \"sAMAccountName\"",
+        "username_field = \"userPrincipalName\"",
+    );
+    let upn = write_config(env.path(), "upn.toml", &text);
+    for login in ["alice@corp.example.org", "ALICE@Corp.Example.Org"] {
+        let r = env.dc.login(&upn, login, ALICE.password, &env.reply);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(
+            env.reply.var("USER").as_deref(),
+            Some("alice@corp.example.org")
+        );
+    }
+    let fix = "whose userprincipalname values do not include it: set provisioning.mail_field";
+    let r = env.dc.login(&upn, "alice", ALICE.password, &env.reply);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(fix), "{r:?}");
+    let t = env
+        .dc
+        .admin(&upn, &["test", "alice"], &format!("{}\n", ALICE.password));
+    assert_eq!(t.code, 1, "{t:?}");
+    assert!(t.stdout.contains(fix), "{}", t.stdout);
+
+    // With [database]: the same user, and one mailbox for all the logins.
+    let db = mailcow_db();
+    let with_db = env.config(&provisioning(&db), DOVECOT);
+    assert_one_user(&env, &with_db, ALICE.mail);
+    assert_eq!(
+        db.value("SELECT GROUP_CONCAT(username) FROM mailbox"),
+        ALICE.mail,
+        "one mailbox"
+    );
+
+    // serve, in the DC's namespace, reached through a forwarded port.
+    let (section, ns_port, socket) = Serve::section(env.path(), "");
+    for (name, base) in [("serve-nodb.toml", &cfg), ("serve-db.toml", &with_db)] {
+        let text = format!("{}\n{section}", std::fs::read_to_string(base).unwrap());
+        let serve_cfg = write_config(env.path(), name, &text);
+        let fwd = env.dc.forward(ns_port);
+        let mut serve = Serve::start_cmd(env.dc.in_ns(bin()), &serve_cfg, fwd.port, socket.clone());
+        for login in ALICE_LOGINS.iter().chain(ALICE_VARIANTS) {
+            let r = serve.auth(login, ALICE.password, "imap");
+            if ALICE_VARIANTS.contains(login) && r.status != 200 {
+                continue;
+            }
+            assert_eq!(r.status, 200, "{name} {login}: {r:?}");
+            assert_eq!(r.json["user"], ALICE.mail, "{name} {login}: {r:?}");
+        }
+        serve.stop();
+        let _ = std::fs::remove_file(&socket);
+    }
 }

@@ -161,9 +161,23 @@ fn filter_with_and_without_placeholder() {
     assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
     // Placeholder filter: login by uid or mail.
     let cfg = e.config("filter = \"(&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%s)))\"\n");
-    assert_eq!(e.login(&cfg, "jdoe", "secret1").code, 0);
-    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe"));
+    // By uid, the entry's mail values (username_field) do not include the
+    // login: refused with the fix, never USER=jdoe (one person, two users).
+    let r = e.login(&cfg, "jdoe", "secret1");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("whose mail values do not include it: set provisioning.mail_field"),
+        "{r:?}"
+    );
     assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
+    // With mail_field, both logins are the same user.
+    let cfg = e.config(
+        "filter = \"(&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%s)))\"\n\n[provisioning]\nmail_field = \"mail\"\n",
+    );
+    assert_eq!(e.login(&cfg, "JDoe", "secret1").code, 0);
+    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
     assert_eq!(
         e.login(&cfg, "j*", "secret1").code,
         1,

@@ -588,6 +588,43 @@ impl SambaDc {
     }
 }
 
+/// A loopback port of the test's own network namespace forwarded (by
+/// `socat`) to a port in the DC's, for servers the test runs there.
+pub struct Forward {
+    pub port: u16,
+    child: Child,
+}
+
+impl SambaDc {
+    /// Forward a fresh loopback port here to `ns_port` in the DC's namespace.
+    pub fn forward(&self, ns_port: u16) -> Forward {
+        require("socat", "socat");
+        let port = super::free_port();
+        let child = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"))
+            .arg(format!(
+                "EXEC:nsenter -t {} -n socat STDIO TCP\\:127.0.0.1\\:{ns_port}",
+                self.holder_pid()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start socat");
+        super::wait_for_port(port, Duration::from_secs(10), "socat");
+        Forward { port, child }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for SambaDc {
     fn drop(&mut self) {
         self.stop();

@@ -58,7 +58,9 @@ impl Serve {
         Self::start_cmd(c, config, port, socket)
     }
 
-    fn start_cmd(mut cmd: Command, config: &Path, port: u16, socket: PathBuf) -> Serve {
+    /// Start `serve` through `cmd` (the binary, or a wrapper that runs it);
+    /// `port` is where the test reaches its HTTP listener.
+    pub fn start_cmd(mut cmd: Command, config: &Path, port: u16, socket: PathBuf) -> Serve {
         let log = config.with_extension("serve.log");
         let child = cmd
             .arg("-c")
