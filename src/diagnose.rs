@@ -517,10 +517,13 @@ fn check_host(cfg: &Config, host: &Host) -> bool {
             return false;
         }
         Err(crate::directory::Attempt::Final(f)) => {
-            c.fail(
-                &format!("service bind: {f}"),
-                "check ldap.bind_dn and ldap.bind_password (or bind_password_file)",
-            );
+            let text = f.to_string();
+            let fix = if text.contains("encryption required") {
+                "use ldap.use_tls (StartTLS) or ldap.use_ssl (LDAPS); the bind DN and password are not the problem"
+            } else {
+                "check ldap.bind_dn and ldap.bind_password (or bind_password_file); each failed attempt counts against the service account's lockout threshold on Active Directory, so fix it before retrying"
+            };
+            c.fail(&format!("service bind: {f}"), fix);
             return false;
         }
     }

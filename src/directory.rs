@@ -23,7 +23,9 @@ pub mod rc {
     pub const SUCCESS: u32 = 0;
     pub const TIME_LIMIT_EXCEEDED: u32 = 3;
     pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
+    pub const STRONGER_AUTH_REQUIRED: u32 = 8;
     pub const REFERRAL: u32 = 10;
+    pub const CONFIDENTIALITY_REQUIRED: u32 = 13;
     pub const CONSTRAINT_VIOLATION: u32 = 19;
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const INVALID_CREDENTIALS: u32 = 49;
@@ -179,6 +181,13 @@ pub fn explain(e: &LdapError) -> HostFailure {
     };
     HostFailure { reason: text, hint }
 }
+
+/// What to do when the server refuses simple binds over an unencrypted
+/// connection (result 8 or 13; AD's and Samba's default).
+pub const ENCRYPTION_REQUIRED: &str = "set ldap.use_ssl or ldap.use_tls";
+
+/// Said with every refused service bind (short: it ends a log line's reason).
+pub const SERVICE_LOCKOUT: &str = "each attempt counts toward AD's lockout threshold";
 
 /// The `data XXX` code Active Directory (and Samba) put in the diagnostic
 /// text of a refused bind (result 49), e.g. `80090308: LdapErr:
@@ -430,10 +439,29 @@ impl<'a> Directory<'a> {
             .map_err(|e| Attempt::NextHost(explain(&e)))?;
         match r.rc {
             rc::SUCCESS => Ok(()),
-            rc::BUSY | rc::UNAVAILABLE => Attempt::next(result_failure("service bind", &r), "the server is busy or unavailable"),
-            rc::INVALID_CREDENTIALS => Err(Attempt::Final(Failure::Temporary(format!(
-                "service bind as {dn} refused (invalid credentials): check ldap.bind_dn and ldap.bind_password"
-            )))),
+            rc::BUSY | rc::UNAVAILABLE => Attempt::next(
+                result_failure("service bind", &r),
+                "the server is busy or unavailable",
+            ),
+            rc::INVALID_CREDENTIALS => {
+                // AD's reason, when it names one (a locked-out service account, say).
+                let why = match ad_data_code(&r.text) {
+                    Some(code) if code != "52e" => format!(
+                        "{} (Active Directory: data {code})",
+                        ad_reason(&code).unwrap_or("refused")
+                    ),
+                    _ => "invalid credentials".to_owned(),
+                };
+                Err(Attempt::Final(Failure::Temporary(format!(
+                    "service bind as {dn} refused ({why}): check ldap.bind_dn and ldap.bind_password; {SERVICE_LOCKOUT}"
+                ))))
+            }
+            rc::STRONGER_AUTH_REQUIRED | rc::CONFIDENTIALITY_REQUIRED => {
+                Err(Attempt::Final(Failure::Temporary(format!(
+                    "service bind as {dn}: encryption required (result code {}): {ENCRYPTION_REQUIRED}",
+                    r.rc
+                ))))
+            }
             _ => Err(Attempt::Final(Failure::Temporary(result_failure(
                 &format!("service bind as {dn}"),
                 &r,
@@ -527,6 +555,12 @@ impl<'a> Directory<'a> {
         match r.rc {
             rc::SUCCESS => Ok(()),
             rc::INVALID_CREDENTIALS => Err(Attempt::Final(refusal(&r.text))),
+            rc::STRONGER_AUTH_REQUIRED | rc::CONFIDENTIALITY_REQUIRED => {
+                Err(Attempt::Final(Failure::Temporary(format!(
+                    "user bind: encryption required (result code {}): {ENCRYPTION_REQUIRED}",
+                    r.rc
+                ))))
+            }
             rc::CONSTRAINT_VIOLATION | rc::INSUFFICIENT_ACCESS | rc::UNWILLING_TO_PERFORM => {
                 Err(Attempt::Final(Failure::Denied(result_failure(
                     "the directory refused the bind",

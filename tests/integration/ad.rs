@@ -565,3 +565,69 @@ fn one_canonical_user_whatever_was_typed() {
         let _ = std::fs::remove_file(&socket);
     }
 }
+
+#[test]
+fn connection_test_hints_fit_active_directory() {
+    let env = Env::new();
+    // Plain LDAP: AD (and Samba) refuse simple binds without encryption (result 8).
+    let plain = env.config_for(HOST, "use_ssl = false", "", "");
+    let r = env.dc.login(&plain, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("encryption required (result code 8): set ldap.use_ssl or ldap.use_tls"),
+        "{r:?}"
+    );
+    let t = env.dc.admin(&plain, &["connection-test"], "");
+    assert_eq!(t.code, 1, "{t:?}");
+    assert!(
+        t.stdout.contains("fix: use ldap.use_tls (StartTLS) or ldap.use_ssl (LDAPS); the bind DN and password are not the problem"),
+        "{}",
+        t.stdout
+    );
+    assert!(!t.stdout.contains("check ldap.bind_dn"), "{}", t.stdout);
+
+    // A wrong service password: the hint warns about the lockout threshold.
+    let text = std::fs::read_to_string(env.config("", "")).unwrap();
+    let bad = write_config(
+        env.path(),
+        "bad.toml",
+        &text.replace(SVC_PW, "Not-The-Pass-1"),
+    );
+    let t = env.dc.admin(&bad, &["connection-test"], "");
+    assert_eq!(t.code, 1, "{t:?}");
+    assert!(
+        t.stdout.contains("refused (invalid credentials)"),
+        "{}",
+        t.stdout
+    );
+    assert!(
+        t.stdout
+            .contains("counts against the service account's lockout threshold on Active Directory"),
+        "{}",
+        t.stdout
+    );
+    let r = env.dc.login(&bad, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("each attempt counts toward AD's lockout threshold"),
+        "{r:?}"
+    );
+    assert_eq!(
+        env.dc.read_attr("(sAMAccountName=mailsvc)", "badPwdCount"),
+        ["2"],
+        "each attempt counted"
+    );
+    // Locked out (the threshold reached), the service bind says so.
+    let r = env.dc.login(&bad, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 111, "{r:?}");
+    let t = env.dc.admin(&env.config("", ""), &["connection-test"], "");
+    assert_eq!(t.code, 1, "{t:?}");
+    assert!(
+        t.stdout
+            .contains("refused (account locked out (Active Directory: data 775))"),
+        "{}",
+        t.stdout
+    );
+}
