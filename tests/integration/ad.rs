@@ -5,7 +5,8 @@ use crate::provision::{DEFAULT_TEMPLATE, STAFF_TEMPLATE};
 use crate::support::mariadb::Db;
 use crate::support::samba::{
     long_display_name, AdUser, SambaDc, ALICE, BOB, DORA_DISABLED, EVE_EXPIRED, GROUP_DN, HOST,
-    LARRY, LOCKOUT_THRESHOLD, LONGNAME, MIKE_MUST_CHANGE, OTHER_HOST, SVC_PW, TOOLONG,
+    LARRY, LOCKOUT_THRESHOLD, LONGNAME, MIKE_MUST_CHANGE, OTHER_HOST, OUTER_GROUP_DN, SVC_PW,
+    TOOLONG,
 };
 use crate::support::serve::Serve;
 use crate::support::{bin, run_ok, write_config, Pki, StubReply};
@@ -630,4 +631,37 @@ fn connection_test_hints_fit_active_directory() {
         "{}",
         t.stdout
     );
+}
+
+#[test]
+fn nested_groups_in_the_filter_and_the_global_catalog() {
+    let env = Env::new();
+    // The README's filter for members of a group, nested membership included
+    // (LDAP_MATCHING_RULE_IN_CHAIN): alice is in "All Mail" through "Mail Staff".
+    let nested = format!(
+        "(&(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2))(memberOf:1.2.840.113556.1.4.1941:={OUTER_GROUP_DN})(|(sAMAccountName=%u)(userPrincipalName=%u)(mail=%u)))"
+    );
+    let cfg = env.config("", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(AD_FILTER, &nested);
+    let cfg = write_config(env.path(), "nested.toml", &text);
+    let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = env.dc.login(&cfg, BOB.sam, BOB.password, &env.reply);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("reason=\"unknown user\""), "{r:?}");
+    // A plain memberOf equality does not see nested membership.
+    let direct = text.replace("memberOf:1.2.840.113556.1.4.1941:=", "memberOf=");
+    let direct = write_config(env.path(), "direct.toml", &direct);
+    let r = env.dc.login(&direct, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 1, "{r:?}");
+
+    // The global catalog over LDAPS (3269): the same logins.
+    let gc = env.config_for(&format!("{HOST}:3269"), "use_ssl = true", "", "");
+    let r = env.dc.login(&gc, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("host=dc1.corp.example.org:3269"), "{r:?}");
+    let r = env.dc.login(&gc, ALICE.sam, "Wrong-Pass-1", &env.reply);
+    assert_eq!(r.code, 1, "{r:?}");
 }

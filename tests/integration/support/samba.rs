@@ -34,6 +34,8 @@ pub const ADMIN_PW: &str = "Admin-Pass-1";
 pub const SVC_DN: &str = "CN=mailsvc,CN=Users,DC=corp,DC=example,DC=org";
 pub const SVC_PW: &str = "Svc-Pass-1";
 pub const GROUP_DN: &str = "CN=Mail Staff,OU=Staff,DC=corp,DC=example,DC=org";
+/// A group with [`GROUP_DN`] as its member (nested membership).
+pub const OUTER_GROUP_DN: &str = "CN=All Mail,OU=Staff,DC=corp,DC=example,DC=org";
 /// Failed binds before an account is locked out (domain password settings).
 pub const LOCKOUT_THRESHOLD: usize = 3;
 
@@ -248,6 +250,9 @@ fn build_template() -> Result<PathBuf, String> {
         samba_tool(t, &args)?;
     }
     samba_tool(t, &["group", "addmembers", "Mail Staff", ALICE.sam])?;
+    // A group whose members are groups: alice is in it through "Mail Staff" only.
+    samba_tool(t, &["group", "add", "All Mail", "--groupou=OU=Staff"])?;
+    samba_tool(t, &["group", "addmembers", "All Mail", "Mail Staff"])?;
     samba_tool(t, &["user", "disable", DORA_DISABLED.sam])?;
     samba_tool(
         t,
