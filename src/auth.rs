@@ -430,7 +430,11 @@ fn update_existing(
                 ));
                 return Ok(false);
             }
-            store.update_mailbox(&upd)?;
+            if !store.update_mailbox(&upd)? {
+                // Another login or a sync applied the same meanwhile.
+                trace.step("already updated by another login or sync");
+                return Ok(true);
+            }
             log::info(&format!(
                 "mailbox {} updated from the directory",
                 log::clean(&row.username)

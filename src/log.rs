@@ -47,6 +47,24 @@ fn open(target: LogTarget) -> Sink {
     }
 }
 
+/// Whether stdout is systemd's journal: `JOURNAL_STREAM` names its device
+/// and inode (systemd.exec(5)), so a program's own log lines reach the
+/// journal already and must not be printed a second time.
+pub fn stdout_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let v = v.to_string_lossy();
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/1").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
 /// Write one line. Falls back to stderr if syslog refuses it.
 pub fn line(level: Level, msg: &str) {
     let sink = SINK.get_or_init(|| Mutex::new(open(LogTarget::Auto)));

@@ -182,7 +182,68 @@ fn db_failure(what: &str, e: mysql::Error) -> Failure {
             "the database refused this mailbox's data: {what}: {}",
             one_line(&e.to_string())
         )),
-        _ => Failure::Temporary(format!("database: {what}: {}", one_line(&e.to_string()))),
+        _ => Failure::Temporary(format!("database: {what}: {}", describe(&e))),
+    }
+}
+
+/// A database error in words: what happened and the setting that matters,
+/// not the client library's debug form (`CodecError { IO error: ... }`).
+pub fn describe(e: &mysql::Error) -> String {
+    use std::io::ErrorKind;
+    if let mysql::Error::MySqlError(m) = e {
+        let said = one_line(&m.message);
+        return match m.code {
+            1040 => format!(
+                "the server has no connection left (ERROR 1040, \"{said}\"): its max_connections is used up, and mailcow's PHP, SOGo and Postfix share it; raise max_connections or find who holds the connections"
+            ),
+            1203 | 1226 => format!(
+                "the database user has no connection left (ERROR {}, \"{said}\"): raise its MAX_USER_CONNECTIONS or max_user_connections",
+                m.code
+            ),
+            ER_LOCK_WAIT_TIMEOUT => format!(
+                "a row stayed locked by another transaction (ERROR 1205, \"{said}\"): the server's innodb_lock_wait_timeout ran out"
+            ),
+            ER_LOCK_DEADLOCK => format!("a deadlock with another transaction (ERROR 1213, \"{said}\")"),
+            1045 => format!("access denied (ERROR 1045, \"{said}\"): check database.user and database.password"),
+            1049 => format!("no such database (ERROR 1049, \"{said}\"): check database.name"),
+            code => format!("the server said ERROR {code} ({}): {said}", m.state),
+        };
+    }
+    let kind = match e {
+        mysql::Error::IoError(io) => Some(io.kind()),
+        _ => {
+            let mut src = std::error::Error::source(e);
+            let mut kind = None;
+            while let Some(s) = src {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    kind = Some(io.kind());
+                    break;
+                }
+                src = s.source();
+            }
+            kind
+        }
+    };
+    let text = one_line(&e.to_string());
+    let timed_out = matches!(kind, Some(ErrorKind::WouldBlock | ErrorKind::TimedOut))
+        || text.contains("os error 11")
+        || text.contains("os error 110")
+        || text.contains("timed out");
+    if timed_out {
+        return "no answer within database.timeout_ms (the server is overloaded, or a row this needs is locked by a long transaction)".into();
+    }
+    match kind {
+        Some(ErrorKind::ConnectionRefused) => {
+            "connection refused: nothing listens there (check database.host and database.port, or database.socket, and that MariaDB runs)".into()
+        }
+        Some(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof | ErrorKind::ConnectionAborted) => {
+            "the server closed the connection (restarted, or wait_timeout ended an idle connection)".into()
+        }
+        Some(ErrorKind::NotFound) => "no such socket (check database.socket)".into(),
+        _ => match e {
+            mysql::Error::TlsError(_) => format!("TLS: {text} (check database.tls and database.ca_file)"),
+            _ => text,
+        },
     }
 }
 
@@ -241,14 +302,14 @@ impl Store {
             opts = opts.ssl_opts(SslOpts::default().with_root_cert_path(Some(ca)));
         }
         let conn = Conn::new(opts).map_err(|e| {
-            let hint = match mysql_code(&e) {
-                Some(1045) => " (check database.user and database.password)",
-                Some(1049) => " (check database.name)",
-                _ => "",
+            let timeout = if describe(&e).starts_with("no answer within") {
+                " (database.connect_timeout_ms)"
+            } else {
+                ""
             };
             Failure::Temporary(format!(
-                "database: cannot connect: {}{hint}",
-                one_line(&e.to_string())
+                "database: cannot connect: {}{timeout}",
+                describe(&e)
             ))
         })?;
         Ok(Store { conn })
@@ -560,34 +621,60 @@ impl Store {
 
     /// Apply a template (and name) to an existing `ldap` mailbox in one
     /// transaction. Never changes `active`, the password or the authsource.
-    pub fn update_mailbox(&mut self, upd: &MailboxUpdate) -> Result<(), Failure> {
+    /// Returns whether it was applied now (not already, by someone else).
+    pub fn update_mailbox(&mut self, upd: &MailboxUpdate) -> Result<bool, Failure> {
+        // Only if no one (a login, another run) has applied the same already,
+        // checked in the same statement: a template change is applied once per mailbox.
+        let hash = upd
+            .attributes
+            .get("attribute_hash")
+            .and_then(Value::as_str)
+            .filter(|_| upd.acl.is_some());
+        let (condition, value) = match hash {
+            Some(h) => (
+                "NOT (JSON_VALUE(attributes, '$.attribute_hash') <=> :cond)",
+                h.to_owned(),
+            ),
+            None => ("NOT (BINARY name <=> BINARY :cond)", upd.name.clone()),
+        };
         let mut tx = self
             .conn
             .start_transaction(TxOpts::default())
             .map_err(|e| db_failure("starting a transaction", e))?;
-        let res = (|| -> Result<(), mysql::Error> {
-            tx.exec_drop(
-                "UPDATE mailbox SET name = :name, quota = :quota, attributes = :attributes \
-                 WHERE username = :username AND authsource = 'ldap'",
-                params! {
-                    "name" => &upd.name,
-                    "quota" => upd.quota,
-                    "attributes" => upd.attributes_json(),
-                    "username" => &upd.username,
-                },
-            )?;
+        let res = (|| -> Result<bool, mysql::Error> {
+            let hit = tx
+                .exec_iter(
+                    format!(
+                        "UPDATE mailbox SET name = :name, quota = :quota, attributes = :attributes \
+                         WHERE username = :username AND authsource = 'ldap' AND {condition}"
+                    ),
+                    params! {
+                        "name" => &upd.name,
+                        "quota" => upd.quota,
+                        "attributes" => upd.attributes_json(),
+                        "username" => &upd.username,
+                        "cond" => &value,
+                    },
+                )?
+                .affected_rows()
+                > 0;
+            if !hit {
+                return Ok(false);
+            }
             if let Some(acl) = &upd.acl {
                 Self::write_acl(&mut tx, &upd.username, acl, true)?;
             }
             if let Some(tags) = &upd.tags {
                 Self::write_tags(&mut tx, &upd.username, tags, true)?;
             }
-            Ok(())
+            Ok(true)
         })();
         match res {
-            Ok(()) => tx
-                .commit()
-                .map_err(|e| db_failure("committing the update", e)),
+            Ok(hit) => {
+                tx.commit()
+                    .map_err(|e| db_failure("committing the update", e))?;
+                Ok(hit)
+            }
             Err(e) => {
                 let _ = tx.rollback();
                 Err(db_failure("updating the mailbox", e))
@@ -1116,6 +1203,27 @@ mod tests {
         assert_eq!(ui.sync.import_users, Some(true));
         assert_eq!(ui.sync.periodic_full_sync, Some(false));
         assert_eq!(ui.sync.interval_minutes, Some(5));
+    }
+
+    #[test]
+    fn database_errors_in_words() {
+        let e = |code: u16, message: &str| {
+            describe(&mysql::Error::MySqlError(mysql::MySqlError {
+                state: "08004".into(),
+                message: message.into(),
+                code,
+            }))
+        };
+        let many = e(1040, "Too many connections");
+        assert!(
+            many.contains("max_connections") && !many.contains("MySqlError"),
+            "{many}"
+        );
+        assert!(e(1205, "Lock wait timeout exceeded").contains("innodb_lock_wait_timeout"));
+        assert!(e(1045, "Access denied").contains("database.password"));
+        let io = |kind| describe(&mysql::Error::IoError(std::io::Error::from(kind)));
+        assert!(io(std::io::ErrorKind::WouldBlock).contains("database.timeout_ms"));
+        assert!(io(std::io::ErrorKind::ConnectionRefused).contains("database.port"));
     }
 
     #[test]

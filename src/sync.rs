@@ -459,7 +459,9 @@ fn refuse_beside_mailcow_sync(
 
 pub fn run(cfg: &Config, opts: Options) -> ExitCode {
     let mut out = CronLog::new(cfg.redis_url.as_ref());
-    out.echo = true;
+    // Each line goes to the system log; printed too for a person at the
+    // terminal, but not when stdout is the journal (systemd): once is enough.
+    out.echo = !crate::log::stdout_is_journal();
     if !cfg.sync.import_users && !cfg.sync.periodic_full_sync {
         println!(
             "sync: nothing to do: neither sync.import_users nor sync.periodic_full_sync is on"
@@ -786,7 +788,7 @@ fn apply(
         Change::Create(new) => store
             .create_mailbox(new)
             .map(|created| created == Created::Created),
-        Change::Update(u) => store.update_mailbox(u).map(|_| true),
+        Change::Update(u) => store.update_mailbox(u),
         // What the row says now decides, not what the plan read: counters
         // report what this run changed.
         Change::Reactivate { username, .. } => {

@@ -702,3 +702,145 @@ fn the_servers_size_limit_is_named_with_its_fix() {
         r.stdout
     );
 }
+
+#[test]
+fn a_database_timeout_is_said_in_words() {
+    let e = Env::new();
+    let cfg = config_with_hosts(
+        &e,
+        "db-timeout.toml",
+        &[format!("127.0.0.1:{}", e.slapd.port)],
+        "",
+        "",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[database]\n", "[database]\ntimeout_ms = 400\n");
+    let cfg = write_config(e.path(), "db-timeout.toml", &text);
+    // Another transaction holds the domain row a first login must lock.
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(e.db.server.port)
+        .user(Some(USER))
+        .pass(Some(PASSWORD))
+        .db_name(Some(e.db.name.clone()))
+        .prefer_socket(false);
+    let mut holder = mysql::Conn::new(opts).unwrap();
+    let mut tx = holder.start_transaction(mysql::TxOpts::default()).unwrap();
+    let _: Option<String> = tx
+        .query_first("SELECT domain FROM domain WHERE domain = 'example.org' FOR UPDATE")
+        .unwrap();
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    tx.rollback().unwrap();
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(
+        r.stderr.contains("no answer within database.timeout_ms")
+            && !r.stderr.contains("CodecError")
+            && !r.stderr.contains("os error"),
+        "{}",
+        r.stderr
+    );
+    // Once the lock is gone the same login works.
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+}
+
+#[test]
+fn under_systemd_each_sync_line_is_written_once() {
+    let t = TwoHosts::new(3, 0);
+    let a = t.config("host-a", &t.full);
+    let text = format!(
+        "log_target = \"stderr\"\n{}",
+        std::fs::read_to_string(&a).unwrap()
+    );
+    let a = write_config(&t.dir.path().join("host-a"), "config.toml", &text);
+    // As systemd starts it: stdout is the journal, named by JOURNAL_STREAM
+    // (here a pipe; `stat -L` gives its device and inode as systemd would).
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1) exec \"$0\" -c \"$1\" sync --force")
+        .arg(crate::support::bin())
+        .arg(&a)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(
+        stderr.matches("sync: done:").count(),
+        1,
+        "the log line, once: {stderr}"
+    );
+    assert!(!stdout.contains("done:"), "printed a second time: {stdout}");
+    // At a terminal (no JOURNAL_STREAM) the lines are printed as well.
+    let r = sync(&a);
+    assert!(
+        r.stdout.contains("done:") && r.stderr.contains("sync: done:"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_template_change_is_applied_once_per_mailbox() {
+    const N: usize = 300;
+    let t = TwoHosts::new(N, 0);
+    let text = format!(
+        "log_target = \"stderr\"\n{}",
+        std::fs::read_to_string(t.config("host-a", &t.full)).unwrap()
+    );
+    let a = write_config(&t.dir.path().join("host-a"), "config.toml", &text);
+    assert_eq!(sync(&a).code, 0);
+    let users = t.count("username REGEXP '^u[0-9]+@'");
+    assert_eq!(users, N);
+    // The template changes: every mailbox is due for one update.
+    t.db.sql("UPDATE templates SET attributes = JSON_SET(attributes, '$.pop3_access', '0') WHERE template = 'Default'");
+    let (sync_run, logins) = std::thread::scope(|s| {
+        let syncer = s.spawn(|| sync(&a));
+        // Spread over the users and over the sync's run, so that some land
+        // on the page the sync is applying.
+        let start = Instant::now();
+        let hs: Vec<_> = (0..60)
+            .map(|k| {
+                let (a, dir) = (&a, t.dir.path());
+                let i = k * 5;
+                let at = start + Duration::from_millis(15) * k as u32;
+                s.spawn(move || {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    let rdir = dir.join(format!("reply-{i}"));
+                    std::fs::create_dir_all(&rdir).unwrap();
+                    let reply = crate::support::StubReply::create(&rdir);
+                    checkpassword(
+                        a,
+                        &creds(&format!("u{i}@example.org"), &format!("pw-{i}")),
+                        &[("SERVICE", "imap")],
+                        &reply,
+                    )
+                })
+            })
+            .collect();
+        let logins: Vec<Run> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        (syncer.join().unwrap(), logins)
+    });
+    assert_eq!(sync_run.code, 0, "{sync_run:?}");
+    assert_all_accepted(&logins);
+    let by_logins = logins
+        .iter()
+        .filter(|r| r.stderr.contains("updated from the directory"))
+        .count();
+    let by_sync = sync_run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("update u"))
+        .count();
+    eprintln!("updated by logins {by_logins}, by the sync {by_sync}");
+    assert_eq!(
+        by_logins + by_sync,
+        N,
+        "the template change must be applied once to each of the {N} mailboxes"
+    );
+    assert_eq!(
+        t.count("username REGEXP '^u[0-9]+@' AND JSON_VALUE(attributes, '$.pop3_access') = '0'"),
+        N
+    );
+}
