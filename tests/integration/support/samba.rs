@@ -302,6 +302,7 @@ impl SambaDc {
     /// A DC from a fresh copy of the template, in `parent/samba`.
     pub fn start(parent: &Path) -> SambaDc {
         let template = template();
+        let started = Instant::now();
         let dir = parent.join("samba");
         run_ok(Command::new("cp").arg("-a").arg(template).arg(&dir));
         // The provisioned smb.conf names the template's folders: point it at the copy.
@@ -312,7 +313,12 @@ impl SambaDc {
             text.replace(&template.display().to_string(), &dir.display().to_string()),
         )
         .unwrap();
-        SambaDc::from_folder(&dir).unwrap_or_else(|e| panic!("{e}"))
+        let dc = SambaDc::from_folder(&dir).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "samba: DC copied and started in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        dc
     }
 
     fn from_folder(dir: &Path) -> Result<SambaDc, String> {
