@@ -22,6 +22,7 @@ struct Env {
     dir: TempDir,
     dc: SambaDc,
     reply: StubReply,
+    configs: std::cell::Cell<usize>,
 }
 
 impl Env {
@@ -29,7 +30,12 @@ impl Env {
         let dir = TempDir::new().unwrap();
         let dc = SambaDc::start(dir.path());
         let reply = StubReply::create(dir.path());
-        Env { dir, dc, reply }
+        Env {
+            dir,
+            dc,
+            reply,
+            configs: Default::default(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -48,7 +54,10 @@ impl Env {
             self.path().display(),
             self.dc.ldap_section_for(host, tls_line),
         );
-        write_config(self.path(), "config.toml", &text)
+        // A file of its own for each config, so that an earlier one stays valid.
+        let n = self.configs.get() + 1;
+        self.configs.set(n);
+        write_config(self.path(), &format!("config-{n}.toml"), &text)
     }
 }
 
@@ -504,11 +513,12 @@ fn assert_one_user(env: &Env, cfg: &Path, user: &str) {
 fn one_canonical_user_whatever_was_typed() {
     let env = Env::new();
     // Without [database], with mail_field: the mail address for every login.
-    let cfg = env.config(
-        "",
-        &format!("[provisioning]\nmail_field = \"mail\"\n\n{DOVECOT}"),
-    );
+    let rest = format!("[provisioning]\nmail_field = \"mail\"\n\n{DOVECOT}");
+    let cfg = env.config("", &rest);
     assert_one_user(&env, &cfg, ALICE.mail);
+    // The same over StartTLS.
+    let starttls = env.config_for(HOST, "use_tls = true", "", &rest);
+    assert_one_user(&env, &starttls, ALICE.mail);
 
     // Without mail_field: the username attribute's own value, when it equals
     // the login (any case); a login the filter matched by another attribute
