@@ -20,8 +20,12 @@ Commands:
                                  stdin); --dry-run writes nothing to the database
   connection-test                Check every LDAP host: DNS, TCP, TLS, service bind, base DN,
                                  filter; and the database and templates when configured
-  sync [--dry-run] [--force]     Import users and sync mailboxes from the directory (run it from
-                                 a timer; it decides itself when a run is due)
+  sync [--dry-run] [--force] [--every DURATION]
+                                 Import users and sync mailboxes from the directory (run it from
+                                 a timer; it decides itself when a run is due); --every 60s keeps
+                                 running and tries every 60 s (5m, 1h), until SIGTERM
+  health                         Container health check: serve's /health on its http_listen port,
+                                 or the last run of sync --every (exit 0 healthy, 1 unhealthy)
   serve                          Long-running service: HTTP/JSON for Dovecot's Lua passdb
                                  (mailcow, Dovecot 2.4) and a saslauthd socket for Postfix
 
@@ -50,7 +54,9 @@ pub enum Command {
     Sync {
         dry_run: bool,
         force: bool,
+        every: Option<std::time::Duration>,
     },
+    Health,
     Help,
     Version,
 }
@@ -92,6 +98,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, String> {
                         no_more(&mut p)?;
                         Command::Serve
                     }
+                    "health" => {
+                        no_more(&mut p)?;
+                        Command::Health
+                    }
                     "help" => Command::Help,
                     other => return Err(format!("unknown command \"{other}\" (see --help)")),
                 };
@@ -130,15 +140,25 @@ fn parse_test(p: &mut lexopt::Parser) -> Result<Command, String> {
 
 fn parse_sync(p: &mut lexopt::Parser) -> Result<Command, String> {
     use lexopt::prelude::*;
-    let (mut dry_run, mut force) = (false, false);
+    let (mut dry_run, mut force, mut every) = (false, false, None);
     while let Some(a) = p.next().map_err(|e| e.to_string())? {
         match a {
             Long("dry-run") => dry_run = true,
             Long("force") => force = true,
+            Long("every") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                let v = v.to_str().ok_or("--every: not UTF-8")?;
+                every =
+                    Some(crate::schedule::parse_duration(v).map_err(|e| format!("--every: {e}"))?);
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
-    Ok(Command::Sync { dry_run, force })
+    Ok(Command::Sync {
+        dry_run,
+        force,
+        every,
+    })
 }
 
 fn no_more(p: &mut lexopt::Parser) -> Result<(), String> {
@@ -194,9 +214,19 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         }),
         Command::ConnectionTest => with_config(&path, diagnose::connection_test),
         Command::Serve => crate::serve::run(&path),
-        Command::Sync { dry_run, force } => with_config(&path, |cfg| {
+        Command::Sync {
+            dry_run,
+            force,
+            every: None,
+        } => with_config(&path, |cfg| {
             crate::sync::run(cfg, crate::sync::Options { dry_run, force })
         }),
+        Command::Sync {
+            dry_run,
+            force,
+            every: Some(every),
+        } => crate::schedule::run(&path, every, crate::sync::Options { dry_run, force }),
+        Command::Health => crate::healthcheck::run(&path),
     }
 }
 
@@ -283,9 +313,22 @@ mod tests {
             p(&["sync", "--force"]).unwrap().command,
             Command::Sync {
                 dry_run: false,
-                force: true
+                force: true,
+                every: None
             }
         );
+        assert_eq!(
+            p(&["sync", "--every", "5m"]).unwrap().command,
+            Command::Sync {
+                dry_run: false,
+                force: false,
+                every: Some(std::time::Duration::from_secs(300))
+            }
+        );
+        assert!(p(&["sync", "--every", "soon"]).is_err());
+        assert!(p(&["sync", "--every"]).is_err());
+        assert_eq!(p(&["health"]).unwrap().command, Command::Health);
+        assert!(p(&["health", "x"]).is_err());
         assert!(p(&["sync", "now"]).is_err());
     }
 }

@@ -413,6 +413,10 @@ enum Ran {
     OtherHost(String),
 }
 
+/// Set by `sync --every` on SIGTERM/SIGINT: a run in progress stops before its
+/// next page (see `schedule`).
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Options of the `sync` command.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -730,6 +734,12 @@ fn apply_page(
 ) -> Result<(), Failure> {
     if batch.is_empty() {
         return Ok(());
+    }
+    if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Failure::Temporary(
+            "stopped by a signal before this page: the run is not complete; the next one starts over"
+                .into(),
+        ));
     }
     let addresses: Vec<String> = batch
         .iter()

@@ -13,6 +13,8 @@ packages=(
   postfix sasl2-bin libsasl2-modules swaks redis-server procps
   # tests/integration/mailcow_install.rs: a git checkout laid out like mailcow-dockerized
   git
+  # tests/integration/image.rs: builds and runs the image (vfs storage, --isolation chroot)
+  buildah
   # A Samba AD DC for the Active Directory tests (tests/integration/support/samba.rs):
   # the DC, its provisioning data, ldbmodify for offline edits, ip for the namespace's loopback.
   samba-ad-dc
@@ -43,6 +45,8 @@ sysctl -qw net.unix.max_dgram_qlen=512 2>/dev/null || true
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# The shipped (static) binary, which tests/integration/image.rs puts into the image.
+packaging/build-release.sh >/dev/null
 # Bounded, so that a hung server fails the run in minutes rather than at CI's limit.
 timeout --kill-after=30 2400 cargo test --locked "$@"
 

@@ -1,9 +1,13 @@
 #!/bin/sh
-# Installs mailcow-ldap-auth's serve route into mailcow-dockerized (see README.md
-# beside this file). Run it as root from the mailcow-dockerized folder:
+# Installs mailcow-ldap-auth into mailcow-dockerized (see README.md beside this
+# file). Run it as root from the mailcow-dockerized folder:
 #
 #   cd /opt/mailcow-dockerized
-#   sh /path/to/mailcow-ldap-auth/contrib/mailcow/install.sh
+#   sh /path/to/mailcow-ldap-auth/contrib/mailcow/install.sh [serve] [sync]
+#
+#   serve (the default)  serve in the login path: mailcow's Dovecot asks it first
+#   sync                 our sync instead of mailcow's (packaging/mailcow/README.md);
+#                        alone, it changes nothing of Dovecot: logins stay on mailcow's PHP
 #
 # It can be run again at any time (after an update of mailcow or of this project):
 # what is in place stays as it is, and it never overwrites a file someone changed.
@@ -11,8 +15,9 @@
 # the command that would replace it; the exit status is then 3 (0: all in place).
 #
 # What it writes (paths in the mailcow-dockerized folder):
-#   data/conf/mailcow-ldap-auth/                serve's folder, mounted at /etc/mailcow-ldap-auth
+#   data/conf/mailcow-ldap-auth/                our folder, mounted at /etc/mailcow-ldap-auth
 #     serve.toml    (0600, uid 10001)           serve's configuration; DBNAME/DBUSER from mailcow.conf
+#     sync.toml     (0600, uid 10001)           the sync's (sync only), with mailcow's Redis
 #     db-password   (0600, uid 10001)           DBPASS from mailcow.conf
 #   data/conf/dovecot/mailcow-ldap-auth/        /etc/dovecot/mailcow-ldap-auth in both containers
 #     (0755: Dovecot's auth process, user dovecot, must reach the script in it)
@@ -22,8 +27,9 @@
 #                                               git ignores this file)
 #   data/hooks/dovecot/mailcow-ldap-auth.sh     puts the passdb include line into dovecot.conf at
 #     (0755)                                    every start of mailcow's Dovecot container
-#   docker-compose.override.yml                 created with the service ldap-auth-mailcow when
-#                                               missing; an existing one is never changed
+#   docker-compose.override.yml                 created with the services ldap-auth-mailcow and/or
+#                                               ldap-sync-mailcow when missing; never changed
+#   (the Dovecot files and the hook: serve only)
 #   .git/info/exclude                           both folders above, so that update.sh's
 #                                               `git add -A` never commits the secrets
 # uid 10001 is the image's user (packaging/Dockerfile); MAILCOW_LDAP_AUTH_UID changes it.
@@ -32,6 +38,19 @@ set -eu
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 IMAGE_UID=${MAILCOW_LDAP_AUTH_UID:-10001}
 attention=0
+want_serve=no
+want_sync=no
+[ "$#" -gt 0 ] || set -- serve
+for a in "$@"; do
+    case "$a" in
+        serve) want_serve=yes ;;
+        sync) want_sync=yes ;;
+        *)
+            echo "usage: install.sh [serve] [sync]   (default: serve)" >&2
+            exit 2
+            ;;
+    esac
+done
 
 say() { echo "mailcow-ldap-auth install: $*"; }
 note() {
@@ -47,6 +66,7 @@ die() {
 [ -f mailcow.conf ] && [ -f data/conf/dovecot/dovecot.conf ] && [ -f docker-compose.yml ] \
     || die "run this from the mailcow-dockerized folder (mailcow.conf, docker-compose.yml and data/conf/dovecot/dovecot.conf not all found in $(pwd))"
 for f in contrib/mailcow/serve.toml contrib/mailcow/docker-compose.override.yml \
+    packaging/mailcow/sync.toml packaging/mailcow/docker-compose.override.yml \
     contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf contrib/mailcow/dovecot/extra.conf \
     contrib/mailcow/hooks/mailcow-ldap-auth.sh contrib/dovecot-lua/mailcow-ldap-auth.lua; do
     [ -f "$SRC/$f" ] || die "$SRC/$f is missing: run the script from a mailcow-ldap-auth source tree"
@@ -69,6 +89,21 @@ for kv in "DBNAME=$DBNAME" "DBUSER=$DBUSER"; do
     esac
 done
 [ -n "$DBPASS" ] || die "mailcow.conf: DBPASS is empty"
+# Redis as mailcow's containers reach it: redis-mailcow:6379, or the master of a
+# replica setup (REDIS_SLAVEOF_IP/PORT, where mailcow's PHP writes). REDIS_PORT in
+# mailcow.conf is the host's binding (127.0.0.1:7654), not for containers.
+REDISPASS=$(conf_value REDISPASS)
+REDIS_SLAVEOF_IP=$(conf_value REDIS_SLAVEOF_IP)
+REDIS_SLAVEOF_PORT=$(conf_value REDIS_SLAVEOF_PORT)
+case "$REDISPASS" in *[!A-Za-z0-9_.~-]*) die "mailcow.conf: REDISPASS has characters a redis:// URL cannot hold as they are" ;; esac
+case "$REDIS_SLAVEOF_IP$REDIS_SLAVEOF_PORT" in *[!A-Za-z0-9.:_-]*) die "mailcow.conf: REDIS_SLAVEOF_IP/PORT are not a host and a port" ;; esac
+redis_host=redis-mailcow
+redis_port=6379
+if [ -n "$REDIS_SLAVEOF_IP" ]; then
+    redis_host=$REDIS_SLAVEOF_IP
+    redis_port=${REDIS_SLAVEOF_PORT:-6379}
+fi
+redis_url="redis://${REDISPASS:+:$REDISPASS@}$redis_host:$redis_port/0"
 
 # --- Helpers: every one leaves an existing, different file alone.
 
@@ -102,17 +137,29 @@ put() {
     fi
 }
 
-# --- serve's folder: its configuration and mailcow's database password.
+# --- Our folder: the configurations and mailcow's database password.
 dir data/conf/mailcow-ldap-auth 0700 "$IMAGE_UID:$IMAGE_UID"
-sed -e "/^\[database\]/,/^\[/ s/^name = .*/name = \"$DBNAME\"/" \
-    -e "/^\[database\]/,/^\[/ s/^user = .*/user = \"$DBUSER\"/" \
-    "$SRC/contrib/mailcow/serve.toml" |
-    put data/conf/mailcow-ldap-auth/serve.toml 0600 "$IMAGE_UID:$IMAGE_UID" \
-        "yours wins; the shipped one is $SRC/contrib/mailcow/serve.toml"
+if [ "$want_serve" = yes ]; then
+    sed -e "/^\[database\]/,/^\[/ s/^name = .*/name = \"$DBNAME\"/" \
+        -e "/^\[database\]/,/^\[/ s/^user = .*/user = \"$DBUSER\"/" \
+        "$SRC/contrib/mailcow/serve.toml" |
+        put data/conf/mailcow-ldap-auth/serve.toml 0600 "$IMAGE_UID:$IMAGE_UID" \
+            "yours wins; the shipped one is $SRC/contrib/mailcow/serve.toml"
+fi
 printf '%s\n' "$DBPASS" |
     put data/conf/mailcow-ldap-auth/db-password 0600 "$IMAGE_UID:$IMAGE_UID" \
         "it is not DBPASS of mailcow.conf: rm it and run this again to take DBPASS"
 
+if [ "$want_sync" = yes ]; then
+    sed -e "/^\[database\]/,/^\[/ s/^name = .*/name = \"$DBNAME\"/" \
+        -e "/^\[database\]/,/^\[/ s/^user = .*/user = \"$DBUSER\"/" \
+        -e "s#^redis_url = .*#redis_url = \"$redis_url\"#" \
+        "$SRC/packaging/mailcow/sync.toml" |
+        put data/conf/mailcow-ldap-auth/sync.toml 0600 "$IMAGE_UID:$IMAGE_UID" \
+            "yours wins; the shipped one is $SRC/packaging/mailcow/sync.toml"
+fi
+
+install_dovecot() {
 # --- What mailcow's Dovecot reads (data/conf/dovecot is /etc/dovecot in its container).
 dir data/conf/dovecot/mailcow-ldap-auth 0755 0:0
 put data/conf/dovecot/mailcow-ldap-auth/mailcow-ldap-auth.lua 0644 0:0 \
@@ -149,6 +196,8 @@ put data/hooks/dovecot/mailcow-ldap-auth.sh 0755 0:0 \
     <"$SRC/contrib/mailcow/hooks/mailcow-ldap-auth.sh"
 MAILCOW_LDAP_AUTH_DOVECOT_DIR=data/conf/dovecot sh "$SRC/contrib/mailcow/hooks/mailcow-ldap-auth.sh" |
     sed 's/^/mailcow-ldap-auth install: /'
+}
+if [ "$want_serve" = yes ]; then install_dovecot; fi
 
 # --- Keep our files out of mailcow's git (update.sh runs `git add -A` after a conflict).
 if [ -d .git ]; then
@@ -168,17 +217,33 @@ else
     note "no .git here: not the git checkout mailcow's update.sh works on?"
 fi
 
-# --- The container: a new override file, or the service to merge by hand.
+# --- The containers: a new override file, or the services to merge by hand.
+services=""
+[ "$want_serve" = yes ] && services="ldap-auth-mailcow=contrib/mailcow/docker-compose.override.yml"
+[ "$want_sync" = yes ] && services="$services ldap-sync-mailcow=packaging/mailcow/docker-compose.override.yml"
 if [ ! -e docker-compose.override.yml ]; then
-    put docker-compose.override.yml 0644 0:0 <"$SRC/contrib/mailcow/docker-compose.override.yml"
-elif grep -q '^  ldap-auth-mailcow:' docker-compose.override.yml; then
-    :
+    {
+        echo "# Written by mailcow-ldap-auth's contrib/mailcow/install.sh from:"
+        for s in $services; do echo "#   ${s#*=}"; done
+        echo "services:"
+        # Each shipped file: comments, "services:", then its service, indented.
+        for s in $services; do sed '1,/^services:/d' "$SRC/${s#*=}"; done
+    } | put docker-compose.override.yml 0644 0:0
 else
-    note "docker-compose.override.yml exists and has no ldap-auth-mailcow service: merge the service from $SRC/contrib/mailcow/docker-compose.override.yml into it (it was not changed)"
+    for s in $services; do
+        if ! grep -q "^  ${s%%=*}:" docker-compose.override.yml; then
+            note "docker-compose.override.yml exists and has no ${s%%=*} service: merge the service from $SRC/${s#*=} into it (it was not changed)"
+        fi
+    done
 fi
 
 if [ "$attention" -gt 0 ]; then
     say "$attention thing(s) need your attention (ATTENTION above); everything else is in place"
     exit 3
 fi
-say "done. Next: docker compose up -d ldap-auth-mailcow && docker compose restart dovecot-mailcow"
+if [ "$want_serve" = yes ]; then
+    say "done. Next: docker compose up -d ldap-auth-mailcow && docker compose restart dovecot-mailcow"
+fi
+if [ "$want_sync" = yes ]; then
+    say "done. Untick \"Import Users\" and \"Periodic Full Sync\" in mailcow's UI, then: docker compose up -d ldap-sync-mailcow"
+fi

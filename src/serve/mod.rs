@@ -635,6 +635,8 @@ pub fn run(config_path: &Path) -> ExitCode {
     stopping.store(true, Ordering::SeqCst);
     // Wake the acceptors so they see the flag.
     if let Some(a) = http_addr {
+        // Through loopback: a connection to [::] itself is not one everywhere.
+        let a = crate::healthcheck::loopback_for(a);
         let _ = TcpStream::connect_timeout(&a, Duration::from_secs(1));
     }
     if let Some(p) = &sasl_path {

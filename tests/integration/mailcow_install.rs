@@ -127,9 +127,14 @@ fn mailcow_folder(root: &Path, db_name: &str, endpoint_port: u16) -> PathBuf {
 }
 
 fn install(mailcow: &Path) -> Output {
+    install_with(mailcow, &[])
+}
+
+fn install_with(mailcow: &Path, args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/mailcow/install.sh");
     Command::new("sh")
         .arg(script)
+        .args(args)
         .current_dir(mailcow)
         .output()
         .expect("run install.sh")
@@ -464,4 +469,59 @@ fn mailcow_install_script_never_overwrites_an_admins_files() {
     let out = install(&elsewhere);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+/// `install.sh sync`: the sync's configuration with mailcow's Redis as its
+/// containers reach it, and nothing of Dovecot; `serve sync`: both services.
+#[test]
+fn mailcow_install_script_sync_route() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let m = mailcow_folder(dir.path(), "mailcow", 1);
+    let conf = m.join("mailcow.conf");
+    let mut mc = std::fs::read_to_string(&conf).unwrap();
+    mc.push_str("REDISPASS=Rp4ss\n");
+    std::fs::write(&conf, &mc).unwrap();
+    let out = install_with(&m, &["sync"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sync = std::fs::read_to_string(m.join("data/conf/mailcow-ldap-auth/sync.toml")).unwrap();
+    // REDIS_PORT (127.0.0.1:7654, the host's binding) is not what a container uses.
+    assert!(
+        sync.contains("redis_url = \"redis://:Rp4ss@redis-mailcow:6379/0\""),
+        "{sync}"
+    );
+    assert!(sync.contains("name = \"mailcow\""), "{sync}");
+    assert!(!m.join("data/conf/mailcow-ldap-auth/serve.toml").exists());
+    assert_eq!(
+        std::fs::read_to_string(m.join("data/conf/dovecot/dovecot.conf")).unwrap(),
+        MAILCOW_DOVECOT_CONF,
+        "the sync route leaves mailcow's Dovecot alone"
+    );
+    assert!(!m.join("data/conf/dovecot/extra.conf").exists());
+    assert!(!m.join("data/hooks/dovecot/mailcow-ldap-auth.sh").exists());
+    let o = std::fs::read_to_string(m.join("docker-compose.override.yml")).unwrap();
+    assert!(
+        o.contains("\n  ldap-sync-mailcow:\n") && !o.contains("ldap-auth-mailcow:"),
+        "{o}"
+    );
+    assert!(o.contains("pull_policy: never"), "{o}");
+
+    // A replica setup: mailcow's PHP writes to REDIS_SLAVEOF_IP:REDIS_SLAVEOF_PORT.
+    let m2 = mailcow_folder(&dir.path().join("two"), "mailcow", 1);
+    let conf = m2.join("mailcow.conf");
+    let mut mc = std::fs::read_to_string(&conf).unwrap();
+    mc.push_str("REDISPASS=Rp4ss\nREDIS_SLAVEOF_IP=192.0.2.10\nREDIS_SLAVEOF_PORT=6380\n");
+    std::fs::write(&conf, &mc).unwrap();
+    let out = install_with(&m2, &["serve", "sync"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sync = std::fs::read_to_string(m2.join("data/conf/mailcow-ldap-auth/sync.toml")).unwrap();
+    assert!(sync.contains("redis://:Rp4ss@192.0.2.10:6380/0"), "{sync}");
+    let o = std::fs::read_to_string(m2.join("docker-compose.override.yml")).unwrap();
+    assert_eq!(o.matches("\nservices:\n").count(), 1, "{o}");
+    assert!(
+        o.contains("\n  ldap-sync-mailcow:\n") && o.contains("\n  ldap-auth-mailcow:\n"),
+        "{o}"
+    );
+    let again = install_with(&m2, &["serve", "sync"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(!text(&again).contains("created"), "{}", text(&again));
 }

@@ -8,6 +8,7 @@ mod checkpassword;
 mod contrib_configs;
 mod diagnostics;
 mod e2e;
+mod image;
 mod load;
 mod mailcow_install;
 mod mailcow_ui;
