@@ -96,9 +96,9 @@ fn probe_serve(addr: SocketAddr) -> Result<String, String> {
 /// The sync container: what `sync --every` wrote after its last run.
 fn sync_status(state_dir: &Path, now: u64) -> Result<String, String> {
     let path = state_dir.join(crate::schedule::STATUS_FILE);
-    let v: serde_json::Value = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let v: serde_json::Value =
+        crate::state_dir::read_small(state_dir, crate::schedule::STATUS_FILE, 64 * 1024)
+            .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| {
             format!(
                 "{} missing or unreadable: is `sync --every` running (no serve.http_listen in the config)?",

@@ -106,14 +106,10 @@ fn write_status(cfg: &Config, every: Duration, code: u8) {
         "every": every.as_secs(),
     })
     .to_string();
-    let path = cfg.state_dir.join(STATUS_FILE);
-    let tmp = cfg
-        .state_dir
-        .join(format!(".{STATUS_FILE}.{}.tmp", std::process::id()));
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+    if let Err(e) = crate::state_dir::write_atomic(&cfg.state_dir, STATUS_FILE, text.as_bytes()) {
         log::warn(&format!(
             "sync --every: cannot write {}: {e}",
-            path.display()
+            cfg.state_dir.join(STATUS_FILE).display()
         ));
     }
 }

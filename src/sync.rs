@@ -583,6 +583,19 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Err(f) if STOP.load(std::sync::atomic::Ordering::SeqCst) && !opts.dry_run => {
+            // Stopped on purpose (`sync --every` on SIGTERM), not failed: the
+            // next start owes no back-off. Not completed all the same.
+            state.failures = state.failures.saturating_sub(1);
+            if let Err(e) = state.save(&cfg.state_dir) {
+                out.warn(&format!(
+                    "cannot record the stop in {}: {e}",
+                    cfg.state_dir.display()
+                ));
+            }
+            out.warn(&format!("{f}; {summary}"));
+            ExitCode::from(111)
+        }
         Err(f) => {
             let next = if opts.dry_run {
                 String::new()
