@@ -236,6 +236,19 @@ fn refusal(text: &str) -> Failure {
     }
 }
 
+/// A user bind's result in words, without the server's diagnostic text
+/// (it answers a request that carried the user's password): the code, and
+/// Active Directory's `data` code when there is one.
+fn bind_result(what: &str, r: &ldap3::LdapResult) -> String {
+    match ad_data_code(&r.text) {
+        Some(code) => format!(
+            "{what}: result code {} (Active Directory: data {code})",
+            r.rc
+        ),
+        None => format!("{what}: result code {}", r.rc),
+    }
+}
+
 fn result_failure(what: &str, r: &ldap3::LdapResult) -> String {
     if r.text.is_empty() {
         format!("{what}: result code {}", r.rc)
@@ -562,16 +575,16 @@ impl<'a> Directory<'a> {
                 ))))
             }
             rc::CONSTRAINT_VIOLATION | rc::INSUFFICIENT_ACCESS | rc::UNWILLING_TO_PERFORM => {
-                Err(Attempt::Final(Failure::Denied(result_failure(
+                Err(Attempt::Final(Failure::Denied(bind_result(
                     "the directory refused the bind",
                     &r,
                 ))))
             }
             rc::BUSY | rc::UNAVAILABLE => Attempt::next(
-                result_failure("user bind", &r),
+                bind_result("user bind", &r),
                 "the server is busy or unavailable",
             ),
-            _ => Err(Attempt::Final(Failure::Temporary(result_failure(
+            _ => Err(Attempt::Final(Failure::Temporary(bind_result(
                 "user bind",
                 &r,
             )))),

@@ -342,6 +342,7 @@ impl SambaDc {
         let holder = Command::new("unshare")
             .args(["--net", "--mount", "sleep", "infinity"])
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run unshare: {e}"))?;
         let mut dc = SambaDc {
@@ -359,6 +360,16 @@ impl SambaDc {
                 .map(|c| c.trim() != "sleep")
                 .unwrap_or(true)
         {
+            if let Some(Some(status)) = dc.holder.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                let mut err = String::new();
+                if let Some(mut e) = dc.holder.as_mut().and_then(|c| c.stderr.take()) {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!(
+                    "unshare --net --mount failed ({status}): {err} (the Samba tests need root, or user namespaces)"
+                ));
+            }
             if Instant::now() > end {
                 return Err("unshare did not create a network namespace".into());
             }
