@@ -554,7 +554,7 @@ fn an_import_never_stalls_first_logins() {
         &directory_of(0..N),
         &format!("limits dn.exact=\"{READER_DN}\" size=unlimited"),
     );
-    let db = crate::support::mariadb::Db::new();
+    let db = crate::support::mariadb::Db::private();
     db.sql(&format!(
         "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) VALUES ('example.org', 10000, 10, 10240, 10240000, 1);\
          INSERT INTO templates (template, type, attributes) VALUES ('Default', 'mailbox', '{}');",
@@ -645,8 +645,10 @@ fn an_import_never_stalls_first_logins() {
         "{} first logins during the import; slowest decision {slowest} ms ({slowest_wall:?} with the process start)",
         logins.len()
     );
-    // Generous: a first login alone decides in some 10 ms here; behind the
-    // import's page (one transaction) it waited 2 s.
+    // Generous: a first login alone decides in some 10-50 ms here; behind
+    // the import's page (one transaction) it waited 2 s. The database is a
+    // private server: other tests' imports on the shared one stretch every
+    // commit for reasons of their own.
     assert!(
         slowest < 1000,
         "a first login waited {slowest} ms during the import"

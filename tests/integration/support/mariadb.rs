@@ -135,7 +135,16 @@ pub struct Db {
 
 impl Db {
     pub fn new() -> Db {
-        let server = Server::shared();
+        Db::on(Server::shared())
+    }
+
+    /// A database on a server of its own (for tests that time what the
+    /// database does: other tests' work on the shared server stretches it).
+    pub fn private() -> Db {
+        Db::on(Arc::new(Server::start()))
+    }
+
+    fn on(server: Arc<Server>) -> Db {
         let name = format!(
             "mla_{}_{}",
             std::process::id(),
