@@ -364,6 +364,9 @@ impl<'a> Directory<'a> {
         backend: Backend<'a>,
         deadline: Instant,
     ) -> Directory<'a> {
+        if let Backend::OneShot(dir) = backend {
+            tls::remember_warnings_in(dir);
+        }
         let health = match backend {
             Backend::OneShot(dir) => HostHealth::load(dir),
             // A copy for this request; changes go to the pool's memory as they happen.

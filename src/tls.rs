@@ -228,6 +228,43 @@ struct CnFallback(Arc<rustls::client::WebPkiServerVerifier>);
 
 static CN_WARNING: std::sync::Once = std::sync::Once::new();
 
+/// Where one-shot processes remember that the CN warning was given for a
+/// certificate (their `state_dir`), so that it is given once, not at every
+/// login. Set once per process; a long-running process warns once anyway.
+static WARNED_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Remember warnings about certificates in `dir` (see [`WARNED_DIR`]).
+pub fn remember_warnings_in(dir: &Path) {
+    let _ = WARNED_DIR.set(dir.to_owned());
+}
+
+/// Whether this certificate's CN warning is still to be given: true once per
+/// process, and (with a state folder) once per certificate across processes.
+fn first_cn_warning(der: &[u8]) -> bool {
+    let mut first = false;
+    CN_WARNING.call_once(|| first = true);
+    if !first {
+        return false;
+    }
+    let Some(dir) = WARNED_DIR.get() else {
+        return true;
+    };
+    use sha1::Digest;
+    let digest: String = sha1::Sha1::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // create_new: an existing file (or link) means it was said already; a
+    // folder we cannot write means we say it again rather than never.
+    !matches!(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(format!("tls-cn-warned-{digest}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists
+    )
+}
+
 impl ServerCertVerifier for CnFallback {
     fn verify_server_cert(
         &self,
@@ -251,12 +288,12 @@ impl ServerCertVerifier for CnFallback {
                     _ => return Err(rustls::Error::InvalidCertificate(e.clone())),
                 };
                 if name_match(end_entity.as_ref(), &host) == NameMatch::CommonName {
-                    CN_WARNING.call_once(|| {
+                    if first_cn_warning(end_entity.as_ref()) {
                         crate::log::warn(&format!(
                             "the TLS certificate of {} has no subjectAltName; accepted because its CN names the host (as libldap does): it should carry a subjectAltName",
                             crate::log::clean(&host)
                         ))
-                    });
+                    }
                     Ok(ServerCertVerified::assertion())
                 } else {
                     Err(rustls::Error::InvalidCertificate(e.clone()))
