@@ -2,15 +2,20 @@
 //! access by `packaging/build-image.sh` with buildah (vfs storage in a private
 //! folder, `--isolation chroot`), and run with `buildah run --isolation
 //! chroot` (the host's network, the image's user and filesystem): serve and
-//! `sync --every` inside it against this suite's slapd and MariaDB, the
-//! configuration mounted as a folder, names resolved by the static binary,
-//! `health` as the HEALTHCHECK runs it, and SIGTERM to the process inside.
+//! `sync --every` inside it against this suite's slapd, MariaDB and Redis, on
+//! the files `contrib/mailcow/install.sh serve sync` wrote, with the volumes,
+//! environment and command of the override file it wrote (only the ports
+//! moved; `mysql` and `redis-mailcow` resolved by the static binary through
+//! `--add-host`), `health` as the HEALTHCHECK runs it, and SIGTERM to the
+//! process inside.
 //!
 //! Needs the static release binary: `packaging/build-release.sh` (tests/run.sh
 //! builds it before the tests; this test refuses a binary older than the sources).
 
+use crate::mailcow_install::{install_with, mailcow_folder};
 use crate::provision::DEFAULT_TEMPLATE;
-use crate::support::mariadb::{Db, PASSWORD as DB_PASSWORD, USER as DB_USER};
+use crate::support::mariadb::Db;
+use crate::support::redis::{Redis, PASSWORD as REDIS_PASSWORD};
 use crate::support::serve::raw_http;
 use crate::support::slapd::{BASE, READER_DN, READER_PW};
 use crate::support::{free_port, require, Slapd};
@@ -22,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime};
 use tempfile::TempDir;
 
 const IMAGE: &str = "localhost/mailcow-ldap-auth:test";
-const IMAGE_UID: u32 = 10001;
 /// Users in the directory the sync imports.
 const USERS: usize = 300;
 /// Generous bounds, for a loaded 2-core machine.
@@ -99,18 +103,23 @@ impl Buildah {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// `buildah run` of the binary in container `ctr` with the config folder
-    /// mounted and `config` (a file in it) as the configuration.
-    fn run(&self, ctr: &str, conf_dir: &Path, config: &str, args: &[&str]) -> Command {
+    /// `buildah run` of the binary in container `ctr` with the service's
+    /// volumes and environment, as docker compose would start it.
+    fn run(&self, ctr: &str, svc: &Service, args: &[impl AsRef<str>]) -> Command {
         let mut c = self.cmd();
-        c.args(["run", "--isolation", "chroot", "--volume"])
-            .arg(format!("{}:/etc/mailcow-ldap-auth:ro", conf_dir.display()))
-            .args([
-                "--env",
-                &format!("MAILCOW_LDAP_AUTH_CONFIG=/etc/mailcow-ldap-auth/{config}"),
-            ])
-            .args([ctr, "--", "/usr/bin/mailcow-ldap-auth"])
-            .args(args);
+        c.args(["run", "--isolation", "chroot"]);
+        for (host, inside, ro) in &svc.volumes {
+            c.arg("--volume").arg(format!(
+                "{}:{inside}{}",
+                host.display(),
+                if *ro { ":ro" } else { "" }
+            ));
+        }
+        for e in &svc.env {
+            c.args(["--env", e]);
+        }
+        c.args([ctr, "--", "/usr/bin/mailcow-ldap-auth"]);
+        c.args(args.iter().map(AsRef::as_ref));
         c
     }
 }
@@ -244,12 +253,6 @@ impl Drop for InImage {
     }
 }
 
-fn write_owned(p: &Path, text: &str) {
-    std::fs::write(p, text).unwrap();
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::os::unix::fs::chown(p, Some(IMAGE_UID), Some(IMAGE_UID)).unwrap();
-}
-
 #[test]
 fn image_built_offline_runs_serve_and_sync() {
     let bin = static_binary();
@@ -294,10 +297,11 @@ fn image_built_offline_runs_serve_and_sync() {
         "the image holds the binary, the CA bundle and its user, nothing else"
     );
 
-    // The directory, mailcow's database and UI, and the config folder as mounted.
+    // The directory, mailcow's database, UI and Redis.
     let dir = TempDir::new().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let slapd = Slapd::start_with(dir.path(), &directory(USERS), "");
+    let redis = Redis::start(dir.path());
     let db = Db::new();
     db.sql(&format!(
         "INSERT INTO domain (domain, mailboxes, defquota, maxquota, quota, active) VALUES ('example.org', 10000, 10, 10240, 10240000, 1);\
@@ -309,52 +313,88 @@ fn image_built_offline_runs_serve_and_sync() {
          ('import_users', '0'), ('periodic_sync', '0'), ('sync_interval', '1')",
         slapd.port
     ));
-    let conf = dir.path().join("conf");
-    std::fs::create_dir(&conf).unwrap();
-    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::chown(&conf, Some(IMAGE_UID), Some(IMAGE_UID)).unwrap();
-    write_owned(&conf.join("db-password"), &format!("{DB_PASSWORD}\n"));
-    // "localhost", not 127.0.0.1: names are resolved inside the image.
-    let database = format!(
-        "[database]\nhost = \"localhost\"\nport = {}\nname = \"{}\"\nuser = \"{DB_USER}\"\n\
-         password_file = \"/etc/mailcow-ldap-auth/db-password\"\n",
-        db.server.port, db.name
+
+    // The files as contrib/mailcow/install.sh writes them for both routes. Only
+    // the ports are moved (mailcow's containers have 3306, 6379 and 9083 to
+    // themselves; this machine's servers have ports of their own); the names
+    // mysql and redis-mailcow resolve to loopback, as --add-host does below.
+    let m = mailcow_folder(dir.path(), &db.name, 1);
+    let mc = m.join("mailcow.conf");
+    let mut text_mc = std::fs::read_to_string(&mc).unwrap();
+    text_mc.push_str(&format!("REDISPASS={REDIS_PASSWORD}\n"));
+    std::fs::write(&mc, text_mc).unwrap();
+    let out = install_with(&m, &["serve", "sync"]);
+    assert!(
+        out.status.success(),
+        "install.sh serve sync: {}",
+        text(&out)
     );
     let port = free_port();
-    write_owned(
+    let conf = m.join("data/conf/mailcow-ldap-auth");
+    move_in(
         &conf.join("serve.toml"),
-        &format!(
-            "log_target = \"stderr\"\n[ldap]\n{database}[dovecot]\nuid = \"5000\"\ngid = \"5000\"\n\
-             [mailcow]\nsettings_from_database = true\n[serve]\nhttp_listen = \"[::]:{port}\"\n"
-        ),
+        &[
+            ("port = 3306", &format!("port = {}", db.server.port)),
+            ("\"[::]:9083\"", &format!("\"[::]:{port}\"")),
+        ],
     );
-    write_owned(
+    move_in(
         &conf.join("sync.toml"),
-        &format!(
-            "log_target = \"stderr\"\n[ldap]\n{database}[mailcow]\nsettings_from_database = true\n\
-             [sync]\nimport_users = true\npage_size = 2\n"
-        ),
+        &[
+            ("port = 3306", &format!("port = {}", db.server.port)),
+            (
+                "@redis-mailcow:6379/",
+                &format!("@redis-mailcow:{}/", redis.port),
+            ),
+        ],
     );
+    // Small pages, so that SIGTERM meets a run between two of them.
+    let mut sync_toml = std::fs::read_to_string(conf.join("sync.toml")).unwrap();
+    sync_toml.push_str("page_size = 2\n");
+    std::fs::write(conf.join("sync.toml"), sync_toml).unwrap();
+    let override_file = std::fs::read_to_string(m.join("docker-compose.override.yml")).unwrap();
+    let serve_svc = Service::from_compose(&override_file, "ldap-auth-mailcow", &m);
+    let sync_svc = Service::from_compose(&override_file, "ldap-sync-mailcow", &m);
+    assert_eq!(serve_svc.command, ["serve"]);
+    assert_eq!(sync_svc.command, ["sync", "--every", "60s"]);
+    let ctr = b.ok(&[
+        "from",
+        "--add-host",
+        "mysql:127.0.0.1",
+        "--add-host",
+        "redis-mailcow:127.0.0.1",
+        IMAGE,
+    ]);
 
-    // --- serve, as the image's user, on [::] (IPv4 and IPv6).
+    // --- serve, as the image's user, on [::] (IPv4 and IPv6), with the shared secret.
     let mut serve = InImage::start(
-        b.run(&ctr, &conf, "serve.toml", &["serve"]),
+        b.run(&ctr, &serve_svc, &serve_svc.command),
         dir.path().join("serve.log"),
     );
     serve.wait_log("serve: ready", START);
+    let secret =
+        std::fs::read_to_string(m.join("data/conf/dovecot/mailcow-ldap-auth/http-secret")).unwrap();
     let body = r#"{"username":"u7@example.org","password":"pw-7","real_rip":"192.0.2.1","service":"imap"}"#;
-    let r = raw_http(port, "POST", "/auth", &[], body);
+    let r = raw_http(
+        port,
+        "POST",
+        "/auth",
+        &[("X-Auth-Secret", secret.trim())],
+        body,
+    );
     assert_eq!(r.status, 200, "{r:?}\n{}", serve.log());
     assert_eq!(r.json["user"], "u7@example.org");
+    assert_eq!(
+        raw_http(port, "POST", "/auth", &[], body).status,
+        403,
+        "no secret"
+    );
     let v6 = raw_http_v6(port);
     assert!(
         v6.starts_with("HTTP/1.1 200"),
         "serve should answer over IPv6 on [::]: {v6}"
     );
-    let health = b
-        .run(&ctr, &conf, "serve.toml", &["health"])
-        .output()
-        .unwrap();
+    let health = b.run(&ctr, &serve_svc, &["health"]).output().unwrap();
     assert!(
         health.status.success(),
         "health of serve: {}",
@@ -369,18 +409,13 @@ fn image_built_offline_runs_serve_and_sync() {
     );
     assert!(serve.log().contains("serve: stopped"), "{}", serve.log());
     eprintln!("serve in the image stopped {took:?} after SIGTERM");
-    let unhealthy = b
-        .run(&ctr, &conf, "serve.toml", &["health"])
-        .output()
-        .unwrap();
+    let unhealthy = b.run(&ctr, &serve_svc, &["health"]).output().unwrap();
     assert_eq!(unhealthy.status.code(), Some(1), "{}", text(&unhealthy));
 
     // --- sync --every: a first import, stopped by SIGTERM at some point of the
     // run (between two pages, or after it): whatever was written is whole.
-    let mut sync = InImage::start(
-        b.run(&ctr, &conf, "sync.toml", &["sync", "--every", "1h"]),
-        dir.path().join("sync.log"),
-    );
+    let every = ["sync", "--every", "1h"];
+    let mut sync = InImage::start(b.run(&ctr, &sync_svc, &every), dir.path().join("sync.log"));
     sync.wait_log("started on", START);
     let (status, took) = sync.terminate();
     assert!(
@@ -397,12 +432,9 @@ fn image_built_offline_runs_serve_and_sync() {
     assert_eq!(whole, mailboxes.to_string(), "every mailbox written whole");
     eprintln!("sync stopped {took:?} after SIGTERM with {mailboxes} of {USERS} mailboxes");
 
-    // Again to the end; health as the HEALTHCHECK sees it; then SIGTERM while it
-    // waits for the next run (an hour away): at once.
-    let mut sync = InImage::start(
-        b.run(&ctr, &conf, "sync.toml", &["sync", "--every", "1h"]),
-        dir.path().join("sync2.log"),
-    );
+    // Again to the end; the Crontasks log; health as the HEALTHCHECK sees it; then
+    // SIGTERM while it waits for the next run (an hour away): at once.
+    let mut sync = InImage::start(b.run(&ctr, &sync_svc, &every), dir.path().join("sync2.log"));
     sync.wait_log("directory entries", START * 4);
     let n: usize = db
         .value("SELECT COUNT(*) FROM mailbox WHERE username REGEXP '^u[0-9]+@example.org$'")
@@ -415,10 +447,14 @@ fn image_built_offline_runs_serve_and_sync() {
         sync.log()
     );
     assert!(sync.log().contains(", failed 0"), "{}", sync.log());
-    let health = b
-        .run(&ctr, &conf, "sync.toml", &["health"])
-        .output()
-        .unwrap();
+    let cron = redis.cron_log();
+    assert!(
+        cron.iter().any(
+            |l| l.contains("\"task\":\"LDAP Sync (mailcow-ldap-auth)\"") && l.contains("done:")
+        ),
+        "our run in mailcow's Crontasks log: {cron:?}"
+    );
+    let health = b.run(&ctr, &sync_svc, &["health"]).output().unwrap();
     assert!(
         health.status.success(),
         "health of the sync: {}",
@@ -428,6 +464,70 @@ fn image_built_offline_runs_serve_and_sync() {
     assert!(status.success(), "{status}\n{}", sync.log());
     eprintln!("sync --every 1h stopped {took:?} after SIGTERM while waiting");
     let _ = b.ok(&["rm", &ctr]);
+}
+
+/// Replace each `from` (which must be there) in a file the admin owns, keeping
+/// its owner and mode.
+fn move_in(p: &Path, moves: &[(&str, &str)]) {
+    let mut t = std::fs::read_to_string(p).unwrap();
+    for (from, to) in moves {
+        assert!(t.contains(from), "{from:?} not in {}:\n{t}", p.display());
+        t = t.replace(from, to);
+    }
+    std::fs::write(p, t).unwrap();
+}
+
+/// One service of a docker-compose file as this test needs it: its volumes
+/// (`./host:container[:opts]`, relative to the mailcow folder), the
+/// environment entries without `${...}`, and its command.
+struct Service {
+    volumes: Vec<(PathBuf, String, bool)>,
+    env: Vec<String>,
+    command: Vec<String>,
+}
+
+impl Service {
+    fn from_compose(text: &str, name: &str, base: &Path) -> Service {
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != format!("  {name}:"))
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with("   ") || l.trim_start().starts_with('#'))
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        assert!(!block.is_empty(), "no service {name} in:\n{text}");
+        let mut s = Service {
+            volumes: Vec::new(),
+            env: Vec::new(),
+            command: Vec::new(),
+        };
+        let mut section = "";
+        for l in block {
+            if let Some(item) = l.strip_prefix("- ") {
+                match section {
+                    "volumes" => {
+                        let mut f = item.splitn(3, ':');
+                        let (host, ctr) = (f.next().unwrap(), f.next().unwrap());
+                        let ro = f.next().unwrap_or("").split(',').any(|o| o == "ro");
+                        s.volumes.push((
+                            base.join(host.trim_start_matches("./")),
+                            ctr.to_owned(),
+                            ro,
+                        ));
+                    }
+                    "environment" if !item.contains("${") => s.env.push(item.to_owned()),
+                    _ => {}
+                }
+            } else if let Some((k, v)) = l.split_once(':') {
+                section = k;
+                if k == "command" {
+                    s.command = serde_json::from_str(v.trim()).unwrap();
+                }
+            }
+        }
+        s
+    }
 }
 
 /// `GET /health` over IPv6 loopback: the status line and the rest.

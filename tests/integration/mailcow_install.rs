@@ -93,7 +93,7 @@ fn write(p: &Path, text: &str, mode: u32) {
 
 /// A mailcow-dockerized checkout: mailcow.conf as generate_config.sh writes it,
 /// the tracked dovecot.conf and passwd-verify.lua (a stand-in asking `endpoint`).
-fn mailcow_folder(root: &Path, db_name: &str, endpoint_port: u16) -> PathBuf {
+pub(crate) fn mailcow_folder(root: &Path, db_name: &str, endpoint_port: u16) -> PathBuf {
     let m = root.join("mailcow-dockerized");
     std::fs::create_dir_all(&m).unwrap();
     git(&m, &["init", "-q", "-b", "master"]);
@@ -130,7 +130,7 @@ fn install(mailcow: &Path) -> Output {
     install_with(mailcow, &[])
 }
 
-fn install_with(mailcow: &Path, args: &[&str]) -> Output {
+pub(crate) fn install_with(mailcow: &Path, args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/mailcow/install.sh");
     Command::new("sh")
         .arg(script)
