@@ -68,7 +68,8 @@ fn serve_follows_identity_provider_changes_without_a_restart() {
 
     // A rotated bind password, wrong here: the service bind fails, a temporary failure.
     set_row(&e, "bindpass", "not-the-password");
-    until_status(&serve, 503, "wrong bind password in the UI");
+    let took = until_status(&serve, 503, "wrong bind password in the UI");
+    eprintln!("a changed bind password was in effect after {took:?} (refresh every 1 s)");
     assert!(
         serve
             .log_text()
@@ -82,7 +83,8 @@ fn serve_follows_identity_provider_changes_without_a_restart() {
     // The provider switched away from LDAP: every login is "not ours" (401) and
     // goes on to mailcow's passdbs; /health says why nothing is probed.
     set_row(&e, "authsource", "keycloak");
-    until_status(&serve, 401, "provider switched to keycloak");
+    let took = until_status(&serve, 401, "provider switched to keycloak");
+    eprintln!("the provider switched off was in effect after {took:?}");
     assert!(
         serve
             .log_text()
