@@ -11,6 +11,7 @@ use crate::health::{unix_now, unix_now_ms, HostHealth};
 use crate::outcome::Failure;
 use crate::secret::Secret;
 use crate::tls;
+use ldap3::controls::RawControl;
 use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
 use rustls::ClientConfig;
 use std::collections::BTreeMap;
@@ -204,6 +205,50 @@ pub fn ad_data_code(text: &str) -> Option<String> {
         .take(8)
         .collect();
     (!code.is_empty()).then_some(code)
+}
+
+/// The password policy control (draft-behera-ldap-password-policy), which
+/// OpenLDAP's ppolicy overlay answers on a bind.
+pub const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
+
+/// The `error` of a PasswordPolicyResponseValue (BER: `SEQUENCE { warning
+/// [0] ... OPTIONAL, error [1] ENUMERATED OPTIONAL }`), if it has one.
+pub fn ppolicy_error(ber: &[u8]) -> Option<u8> {
+    // One BER length: short form, or long form of up to two bytes.
+    fn len(b: &[u8]) -> Option<(usize, usize)> {
+        match *b.first()? {
+            n if n < 0x80 => Some((usize::from(n), 1)),
+            0x81 => Some((usize::from(*b.get(1)?), 2)),
+            0x82 => Some(((usize::from(*b.get(1)?) << 8) | usize::from(*b.get(2)?), 3)),
+            _ => None,
+        }
+    }
+    if *ber.first()? != 0x30 {
+        return None;
+    }
+    let (total, n) = len(&ber[1..])?;
+    let body = ber.get(1 + n..1 + n + total)?;
+    let mut i = 0;
+    while i < body.len() {
+        let tag = body[i];
+        let (l, n) = len(body.get(i + 1..)?)?;
+        let value = body.get(i + 1 + n..i + 1 + n + l)?;
+        if tag == 0x81 && l == 1 {
+            return Some(value[0]);
+        }
+        i += 1 + n + l;
+    }
+    None
+}
+
+/// A password-policy error in words.
+pub fn ppolicy_reason(error: u8) -> Option<&'static str> {
+    Some(match error {
+        0 => "password expired",
+        1 => "account locked out",
+        2 => "must change password",
+        _ => return None,
+    })
 }
 
 /// What an Active Directory `data` code means, in words.
@@ -564,13 +609,33 @@ impl<'a> Directory<'a> {
             )));
         }
         let t = self.op_timeout().map_err(Attempt::Final)?;
+        // Ask for OpenLDAP's password-policy reason (not critical: AD and
+        // servers without ppolicy ignore it).
         let r = conn
             .with_timeout(t)
+            .with_controls(vec![RawControl {
+                ctype: PPOLICY_OID.to_owned(),
+                crit: false,
+                val: None,
+            }])
             .simple_bind(dn, password.expose())
             .map_err(|e| Attempt::NextHost(explain(&e)))?;
         match r.rc {
             rc::SUCCESS => Ok(()),
-            rc::INVALID_CREDENTIALS => Err(Attempt::Final(refusal(&r.text))),
+            rc::INVALID_CREDENTIALS => {
+                let policy = r
+                    .ctrls
+                    .iter()
+                    .find(|c| c.1.ctype == PPOLICY_OID)
+                    .and_then(|c| c.1.val.as_deref())
+                    .and_then(ppolicy_error);
+                match policy.and_then(ppolicy_reason) {
+                    Some(why) => Err(Attempt::Final(Failure::Denied(format!(
+                        "{why} (password policy)"
+                    )))),
+                    None => Err(Attempt::Final(refusal(&r.text))),
+                }
+            }
             rc::STRONGER_AUTH_REQUIRED | rc::CONFIDENTIALITY_REQUIRED => {
                 Err(Attempt::Final(Failure::Temporary(format!(
                     "user bind: encryption required (result code {}): {ENCRYPTION_REQUIRED}",
@@ -841,6 +906,22 @@ mod tests {
             refusal("x: AcceptSecurityContext error, data 9ab, secret stuff"),
             Failure::Denied("the directory refused the bind (Active Directory: data 9ab)".into())
         );
+    }
+
+    #[test]
+    fn password_policy_response() {
+        // error: accountLocked(1), no warning.
+        assert_eq!(ppolicy_error(&[0x30, 0x03, 0x81, 0x01, 0x01]), Some(1));
+        // warning timeBeforeExpiration 300, then error passwordExpired(0).
+        assert_eq!(
+            ppolicy_error(&[0x30, 0x09, 0xa0, 0x04, 0x80, 0x02, 0x01, 0x2c, 0x81, 0x01, 0x00]),
+            Some(0)
+        );
+        assert_eq!(ppolicy_error(&[0x30, 0x00]), None);
+        assert_eq!(ppolicy_error(&[0x30, 0x05, 0x81, 0x01]), None, "cut short");
+        assert_eq!(ppolicy_error(&[]), None);
+        assert_eq!(ppolicy_reason(1), Some("account locked out"));
+        assert_eq!(ppolicy_reason(8), None);
     }
 
     #[test]

@@ -616,3 +616,43 @@ fn config_and_secret_files_writable_by_others_or_foreign_are_refused() {
     mode(&pw, 0o640);
     assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
 }
+
+#[test]
+fn openldap_password_policy_names_a_locked_account() {
+    // slapd with the ppolicy overlay: two wrong passwords lock an account;
+    // ppolicy_use_lockout makes slapd say so in its response control.
+    let dir = TempDir::new().unwrap();
+    let ldif = format!(
+        "{}\ndn: ou=policies,dc=example,dc=org\nobjectClass: organizationalUnit\nou: policies\n\n\
+         dn: cn=default,ou=policies,dc=example,dc=org\nobjectClass: person\nobjectClass: pwdPolicy\n\
+         cn: default\nsn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 2\n",
+        crate::support::slapd::BASE_LDIF
+    );
+    let slapd = Slapd::start_with(
+        dir.path(),
+        &ldif,
+        "moduleload ppolicy\noverlay ppolicy\nppolicy_default \"cn=default,ou=policies,dc=example,dc=org\"\n\
+         ppolicy_use_lockout\n",
+    );
+    let e = Env {
+        reply: StubReply::create(dir.path()),
+        dir,
+        slapd,
+    };
+    let cfg = e.config("");
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    for _ in 0..2 {
+        let r = e.login(&cfg, "jdoe@example.org", "Wr0ng-pw-1");
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("reason=\"wrong password\""), "{r:?}");
+    }
+    // Locked: the right password is refused, and the policy's reason named.
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("account locked out (password policy)"),
+        "{r:?}"
+    );
+    // Another user is not affected.
+    assert_eq!(e.login(&cfg, "anon@example.org", "anonpw").code, 0);
+}
