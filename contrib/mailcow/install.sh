@@ -72,6 +72,7 @@ for f in contrib/mailcow/serve.toml contrib/mailcow/docker-compose.override.yml 
     [ -f "$SRC/$f" ] || die "$SRC/$f is missing: run the script from a mailcow-ldap-auth source tree"
 done
 case "$IMAGE_UID" in "" | *[!0-9]*) die "MAILCOW_LDAP_AUTH_UID=\"$IMAGE_UID\" is not a number" ;; esac
+[ "$(id -u)" = 0 ] || die "run this as root: it gives files to uid $IMAGE_UID (the image's user) and root"
 
 # A value of mailcow.conf (generate_config.sh writes KEY=value, unquoted).
 conf_value() {
@@ -235,6 +236,14 @@ else
             note "docker-compose.override.yml exists and has no ${s%%=*} service: merge the service from $SRC/${s#*=} into it (it was not changed)"
         fi
     done
+    # The first version's services: single-file mounts (an edited file stays
+    # invisible), no pull_policy, an entrypoint that no longer exists.
+    if grep -q 'serve.toml:/etc/mailcow-ldap-auth/config.toml\|http-secret:/etc/mailcow-ldap-auth/http-secret' docker-compose.override.yml; then
+        note "docker-compose.override.yml has the old ldap-auth-mailcow service (single-file mounts): replace it with the one in $SRC/contrib/mailcow/docker-compose.override.yml"
+    fi
+    if grep -q '^  ldap-sync-mailcow:' docker-compose.override.yml && ! grep -q 'MAILCOW_LDAP_AUTH_CONFIG=/etc/mailcow-ldap-auth/sync.toml' docker-compose.override.yml; then
+        note "docker-compose.override.yml has the old ldap-sync-mailcow service (configuration from the environment): replace it with the one in $SRC/packaging/mailcow/docker-compose.override.yml and run this with 'sync'"
+    fi
 fi
 
 if [ "$attention" -gt 0 ]; then

@@ -463,6 +463,20 @@ fn mailcow_install_script_never_overwrites_an_admins_files() {
         "{extra}"
     );
 
+    // The first version's service, with single-file mounts: named, not changed.
+    let old_service =
+        "services:\n  ldap-auth-mailcow:\n    image: mailcow-ldap-auth:0.1.0\n    volumes:\n      \
+         - ./data/conf/mailcow-ldap-auth/serve.toml:/etc/mailcow-ldap-auth/config.toml:ro,z\n";
+    write(&m.join("docker-compose.override.yml"), old_service, 0o644);
+    let out = install(&m);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("the old ldap-auth-mailcow service"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(m.join("docker-compose.override.yml")).unwrap(),
+        old_service
+    );
+
     // Outside a mailcow folder: refused, nothing written.
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
