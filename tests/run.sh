@@ -15,6 +15,8 @@ packages=(
   git
   # tests/integration/image.rs: builds and runs the image (vfs storage, --isolation chroot)
   buildah
+  # tests/integration/php_json.rs: PHP's own json_encode, the reference for attribute_hash
+  php-cli
   # A Samba AD DC for the Active Directory tests (tests/integration/support/samba.rs):
   # the DC, its provisioning data, ldbmodify for offline edits, ip for the namespace's loopback.
   samba-ad-dc

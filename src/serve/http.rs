@@ -58,10 +58,31 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<HttpRequest>, u16> {
     if method.is_empty() || !path.starts_with('/') || !version.starts_with("HTTP/1.") {
         return Err(400);
     }
-    let mut headers = Vec::new();
+    if first.next().is_some() || version.len() != "HTTP/1.1".len() {
+        return Err(400);
+    }
+    let mut headers: Vec<(String, String)> = Vec::new();
     for l in lines {
+        // RFC 9112 5: a field name is a token, directly followed by the colon
+        // (`Name : value` is refused, not trimmed); RFC 9110 5.6.2 tchar.
         let (k, v) = l.split_once(':').ok_or(400u16)?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        let tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+        if k.is_empty() || !k.bytes().all(tchar) {
+            return Err(400);
+        }
+        let (k, v) = (k.to_ascii_lowercase(), v.trim_matches([' ', '\t']));
+        if v.bytes().any(|c| c.is_ascii_control() && c != b'\t') {
+            return Err(400);
+        }
+        // One Content-Length, all digits (no sign, no list): RFC 9112 6.3.
+        if k == "content-length"
+            && (v.is_empty()
+                || !v.bytes().all(|c| c.is_ascii_digit())
+                || headers.iter().any(|(n, _)| n == "content-length"))
+        {
+            return Err(400);
+        }
+        headers.push((k, v.to_owned()));
     }
     Ok(Some(HttpRequest {
         method: method.to_owned(),
@@ -374,6 +395,30 @@ mod tests {
         assert_eq!(parse_head(b"garbage\r\n\r\n"), Err(400));
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nno-colon\r\n\r\n"), Err(400));
         assert_eq!(parse_head(&[b'a'; 9000]), Err(431));
+        // Lenient forms refused (they were accepted): a space before the
+        // colon, a signed or listed Content-Length, two of them, controls.
+        for bad in [
+            &b"POST /auth HTTP/1.1\r\nContent-Length : 2\r\n\r\n"[..],
+            b"POST /auth HTTP/1.1\r\nContent-Length: +2\r\n\r\n",
+            b"POST /auth HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n",
+            b"POST /auth HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+            b"POST /auth HTTP/1.1\r\nContent-Length:\r\n\r\n",
+            b"POST /auth HTTP/1.1\r\n: x\r\n\r\n",
+            b"POST /auth HTTP/1.1\r\nX-A: a\x01b\r\n\r\n",
+            b"POST /auth HTTP/1.1 extra\r\n\r\n",
+            b"POST /auth HTTP/1.10\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_head(bad),
+                Err(400),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let tab = parse_head(b"GET /health HTTP/1.0\r\nX-A:\t v \t\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(tab.header("x-a"), Some("v"));
     }
 
     #[test]

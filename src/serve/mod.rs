@@ -11,9 +11,9 @@
 //! SIGHUP reloads the configuration. A bad configuration or unreadable rows are
 //! reported and the last good settings kept.
 
-mod http;
+pub mod http;
 mod queue;
-mod saslauthd;
+pub mod saslauthd;
 
 use crate::auth::{self, Decision, Request};
 use crate::config::Config;

@@ -12,6 +12,8 @@ mod image;
 mod load;
 mod mailcow_install;
 mod mailcow_ui;
+mod php_json;
+mod planners;
 mod provision;
 mod serve;
 mod serve_e2e;
