@@ -293,10 +293,11 @@ fn decide_inner(
         }
     }
 
-    // No database connection is held while the directory answers.
-    db.release();
+    // No database connection is held while the directory answers; when every
+    // host failed recently (an outage), it is not even kept for a quick answer.
     let attrs = wanted_attributes(cfg);
     let mut dir = Directory::with_backend(&cfg.ldap, ldap, deadline);
+    db.release(dir.all_hosts_failed_recently());
     let found = dir.find_user(&req.login, password, &attrs, trace);
     *host = dir.answered_by.as_ref().map(|h| h.label());
     let Found { entry, host: h } = found?;

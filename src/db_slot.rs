@@ -32,8 +32,10 @@ pub trait StoreSource {
     /// taken back, or a new one, bounded by `deadline`.
     /// `Ok(None)` when no database is configured.
     fn get(&mut self, deadline: Instant) -> Result<Option<&mut Store>, Failure>;
-    /// Called before the directory is asked: hold no connection while it answers.
-    fn release(&mut self);
+    /// Called before the directory is asked: hold no connection while it
+    /// answers. `slow`: the directory is not expected to answer quickly (every
+    /// host failed recently), so a parked connection would only wait.
+    fn release(&mut self, slow: bool);
 }
 
 /// No database (a configuration without `[database]`).
@@ -46,7 +48,7 @@ impl StoreSource for NoStore {
     fn get(&mut self, _deadline: Instant) -> Result<Option<&mut Store>, Failure> {
         Ok(None)
     }
-    fn release(&mut self) {}
+    fn release(&mut self, _slow: bool) {}
 }
 
 /// The connection of a one-shot process.
@@ -85,9 +87,13 @@ impl StoreSource for OneShot<'_> {
         Ok(self.held.as_mut())
     }
 
-    fn release(&mut self) {
+    fn release(&mut self, slow: bool) {
         if let Some(store) = self.held.take() {
-            self.parked = Parked::park(store, PARK_GRACE);
+            if slow {
+                drop(store); // closed now
+            } else {
+                self.parked = Parked::park(store, PARK_GRACE);
+            }
         }
     }
 }

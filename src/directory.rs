@@ -427,6 +427,16 @@ impl<'a> Directory<'a> {
         }
     }
 
+    /// Whether every configured host failed within its retry window (an
+    /// outage, as far as this process knows).
+    pub fn all_hosts_failed_recently(&self) -> bool {
+        let now = unix_now();
+        self.cfg
+            .hosts
+            .iter()
+            .all(|h| self.health.is_marked(h, now, self.cfg.host_retry).is_some())
+    }
+
     fn mark_ok(&mut self, host: &Host) {
         self.health.mark_ok(host);
         if let Backend::Pooled(pool) = self.backend {

@@ -297,7 +297,8 @@ run_slapd() {
 # A private MariaDB, in $WORK/mariadb.
 
 # start_mariadb: a MariaDB as tests/integration/support/mariadb.rs starts it
-# (without TLS), on a free loopback port, stopped at exit; root over its unix
+# (without TLS), on a free loopback port, stopped at exit (max_connections:
+# MARIADB_MAX_CONNECTIONS, 300 by default); root over its unix
 # socket, DB_USER with DB_PW from 127.0.0.1 and localhost. Sets DB_PORT,
 # DB_SOCKET, MARIADB_PID.
 start_mariadb() {
@@ -310,7 +311,7 @@ start_mariadb() {
   DB_SOCKET="$dir/mysqld.sock"
   mariadbd --no-defaults --datadir="$dir/data" --socket="$DB_SOCKET" --port="$DB_PORT" \
     --pid-file="$dir/mariadbd.pid" --bind-address=127.0.0.1 --user=root --skip-log-bin \
-    --innodb-buffer-pool-size=64M --max-connections=300 \
+    --innodb-buffer-pool-size=64M --max-connections="${MARIADB_MAX_CONNECTIONS:-300}" \
     </dev/null >/dev/null 2>"$dir/mariadbd.log" &
   MARIADB_PID=$!
   stop_at_exit "$MARIADB_PID" mariadbd

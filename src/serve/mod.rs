@@ -199,7 +199,7 @@ impl StoreSource for Lease<'_> {
         Ok(self.held.as_mut())
     }
 
-    fn release(&mut self) {
+    fn release(&mut self, _slow: bool) {
         if let Some(store) = self.held.take() {
             self.rt.put_store(store);
         }
