@@ -168,7 +168,7 @@ impl CronLog {
     pub fn line(&mut self, level: Level, message: &str) {
         log::line(level, &format!("sync: {message}"));
         if self.echo {
-            println!("{message}");
+            println!("{}", log::one_line(message));
         }
         let Some(target) = &self.target else { return };
         if self.failed {

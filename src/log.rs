@@ -65,8 +65,27 @@ pub fn stdout_is_journal() -> bool {
     std::fs::metadata("/proc/self/fd/1").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
+/// `msg` as exactly one line: control characters (a newline in a display
+/// name or DN from the directory, say) escaped as `\xNN`, so that no value can
+/// forge a line of its own. Done here, at the sink, for every message.
+pub fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Write one line. Falls back to stderr if syslog refuses it.
 pub fn line(level: Level, msg: &str) {
+    let msg = &*one_line(msg);
     let sink = SINK.get_or_init(|| Mutex::new(open(LogTarget::Auto)));
     let mut guard = match sink.lock() {
         Ok(g) => g,
@@ -133,5 +152,14 @@ mod tests {
         assert_eq!(clean("q\"x\\"), "q\\\"x\\\\");
         assert_eq!(clean("ünï"), "ünï");
         assert!(clean(&"x".repeat(300)).ends_with("..."));
+    }
+
+    #[test]
+    fn every_message_is_one_line() {
+        assert_eq!(one_line("plain \"q\" ü"), "plain \"q\" ü");
+        assert_eq!(
+            one_line("create a (name \"x\nsync: done: forged\")\r"),
+            "create a (name \"x\\x0async: done: forged\")\\x0d"
+        );
     }
 }

@@ -556,3 +556,33 @@ fn planted_links_and_fifos_in_state_dir_are_not_followed() {
         );
     }
 }
+
+/// A value from the directory cannot forge a log line: a display name with a
+/// newline (base64 in LDIF) stays inside its own line, escaped, on stdout and
+/// in the system log (stderr here).
+#[test]
+fn directory_values_never_break_a_log_line() {
+    let e = Env::new(1, "");
+    e.slapd.add(
+        "dn: uid=mallory,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
+         objectClass: extensibleObject\nuid: mallory\ncn: Mallory\nsn: M\n\
+         displayName:: TWFsbG9yeQpzeW5jOiBkb25lOiAwIGNyZWF0ZWQsIGZvcmdlZCBsaW5l\nmail: mallory@example.org\notherMailbox: default\nuserPassword: pw\n",
+    );
+    let cfg = e.config("");
+    let r = e.sync(&cfg, &["--dry-run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for out in [&r.stdout, &r.stderr] {
+        assert!(
+            !out.lines()
+                .any(|l| l.starts_with("sync: done: 0 created, forged")
+                    || l.starts_with("done: 0 created, forged")),
+            "a forged line: {out}"
+        );
+    }
+    assert!(
+        r.stdout
+            .contains("Mallory\\x0async: done: 0 created, forged line"),
+        "{}",
+        r.stdout
+    );
+}
