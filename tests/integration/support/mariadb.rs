@@ -92,6 +92,30 @@ impl Server {
             child: Mutex::new(Some(child)),
         };
         wait_for_port(port, Duration::from_secs(60), "mariadbd");
+        // The TCP listener can be up before the unix socket listens (a
+        // connection then is refused: "Can't connect ... through socket (111)"):
+        // wait until root gets an answer over the socket too.
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("mariadb")
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", s.socket.display()))
+                .args(["-uroot", "-e", "SELECT 1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|st| st.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "mariadbd did not answer on {} within 60 s",
+                s.socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         s.root_sql(&format!(
             "CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';\
              CREATE USER '{USER}'@'localhost' IDENTIFIED BY '{PASSWORD}';\
