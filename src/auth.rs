@@ -267,7 +267,7 @@ fn decide_inner(
         if !row.is_ldap() {
             return Err(Failure::Denied("not an LDAP mailbox".into()));
         }
-        provision::login_allowed(&row, None)?;
+        provision::lookup_allowed(&row)?;
         trace.step(&format!("mailbox {} found, active", row.username));
         return Ok(Accepted {
             fields: fields(cfg, &row.username, Some(row.quota)),

@@ -43,9 +43,17 @@ pub struct MailboxRow {
 }
 
 impl MailboxRow {
-    /// Dovecot's userdb accepts active 1 and 2 (2: login allowed, no delivery).
-    pub fn is_active(&self) -> bool {
+    /// mailcow's userdb answers for active 1 and 2 (Dovecot's `user_query`:
+    /// `active = '1' OR active = '2'`): 2 is "disallow login", mail is still
+    /// delivered.
+    pub fn receives_mail(&self) -> bool {
         matches!(self.active, 1 | 2)
+    }
+
+    /// A login needs active 1: `user_login()` (mailcow's
+    /// `functions.auth.inc.php`) asks for `mailbox.active = '1'`.
+    pub fn may_log_in(&self) -> bool {
+        self.active == 1
     }
 
     pub fn is_ldap(&self) -> bool {
@@ -551,7 +559,7 @@ impl Store {
             table = "alias";
             tx.exec_drop(
                 "INSERT INTO alias (address, goto, domain, active) VALUES (:a, :a, :d, :act)",
-                params! { "a" => &new.username, "d" => &new.domain, "act" => new.active.min(1) },
+                params! { "a" => &new.username, "d" => &new.domain, "act" => new.active },
             )?;
             table = "user_acl";
             Self::write_acl(tx, &new.username, &new.acl, false)?;

@@ -137,6 +137,28 @@ fn flag_string(v: &Value) -> String {
     }
 }
 
+/// PHP's `intval()` of a decoded JSON value: the leading integer of a
+/// string, 1/0 for booleans, 0 for anything else.
+pub fn php_intval(v: &Value) -> i64 {
+    match v {
+        Value::Bool(b) => i64::from(*b),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .unwrap_or(0),
+        Value::String(s) => {
+            let t = s.trim_start();
+            let (sign, digits) = match t.strip_prefix('-') {
+                Some(rest) => (-1, rest),
+                None => (1, t.strip_prefix('+').unwrap_or(t)),
+            };
+            let d: String = digits.chars().take_while(char::is_ascii_digit).collect();
+            d.parse::<i64>().map(|n| sign * n).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 fn truthy(v: &Value) -> bool {
     match v {
         Value::Bool(b) => *b,
@@ -343,11 +365,30 @@ pub fn access_flag(service: &str) -> Option<String> {
     Some(format!("{s}_access"))
 }
 
-/// Whether a login may proceed for an existing mailbox (active, domain active, service).
+/// Whether a login may proceed for an existing mailbox (active 1, domain
+/// active, service). Active 2 ("disallow login", mail still received) is refused.
 pub fn login_allowed(row: &MailboxRow, service: Option<&str>) -> Result<(), Failure> {
-    if !row.is_active() {
+    if row.active == 2 {
+        return Err(Failure::Denied(
+            "mailbox is set to \"disallow login\" (active = 2: it receives mail, no login)".into(),
+        ));
+    }
+    if !row.may_log_in() {
         return Err(Failure::Denied("mailbox is inactive".into()));
     }
+    domain_and_service(row, service)
+}
+
+/// Whether Dovecot's userdb lookup is answered (delivery, `doveadm`): active
+/// 1 or 2 and the domain active, as mailcow's `user_query`.
+pub fn lookup_allowed(row: &MailboxRow) -> Result<(), Failure> {
+    if !row.receives_mail() {
+        return Err(Failure::Denied("mailbox is inactive".into()));
+    }
+    domain_and_service(row, None)
+}
+
+fn domain_and_service(row: &MailboxRow, service: Option<&str>) -> Result<(), Failure> {
     match row.domain_active {
         None => {
             return Err(Failure::Denied(format!(
@@ -420,10 +461,14 @@ pub fn check_domain_room(
 /// A new mailbox for `address` from template `t`.
 pub fn new_mailbox(address: &str, name: &str, t: &Template, now: &str) -> NewMailbox {
     let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
-    let active = match t.attributes.get("active") {
-        Some(v) if !truthy(v) => 0,
-        _ => 1,
-    };
+    // mailcow: `intval($_data['active'])` from the template (mailbox('add',
+    // 'mailbox'), functions.mailbox.inc.php): 0 off, 1 on, 2 "disallow login".
+    let active = t
+        .attributes
+        .get("active")
+        .map(php_intval)
+        .filter(|a| (0..=2).contains(a))
+        .unwrap_or(1);
     NewMailbox {
         username: address.to_owned(),
         local_part: local.to_owned(),
@@ -566,6 +611,14 @@ mod tests {
             new_mailbox("jo@ex.org", "Jo", &template(r#"{"active":"0"}"#), "now").active,
             0
         );
+        assert_eq!(
+            new_mailbox("jo@ex.org", "Jo", &template(r#"{"active":2}"#), "now").active,
+            2
+        );
+        assert_eq!(
+            new_mailbox("jo@ex.org", "Jo", &template(r#"{"active":"2"}"#), "now").active,
+            2
+        );
     }
 
     #[test]
@@ -680,9 +733,11 @@ mod tests {
         assert_eq!(access_flag("POP3").as_deref(), Some("pop3_access"));
         assert_eq!(access_flag(""), None);
         row.active = 2;
-        assert!(login_allowed(&row, Some("imap")).is_ok());
+        assert!(login_allowed(&row, Some("imap")).is_err());
+        assert!(lookup_allowed(&row).is_ok());
         row.active = 0;
         assert!(login_allowed(&row, Some("imap")).is_err());
+        assert!(lookup_allowed(&row).is_err());
         row.active = 1;
         row.domain_active = Some(false);
         assert!(login_allowed(&row, None).is_err());

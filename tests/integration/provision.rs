@@ -307,9 +307,20 @@ fn inactive_mailbox_stays_inactive_and_service_flags_apply() {
     assert_eq!(e.db.value("SELECT active FROM mailbox"), "0");
     let r = lookup(&cfg, "jdoe@example.org", &e.reply);
     assert_eq!(r.code, 3, "lookup of an inactive mailbox: {r:?}");
-    // Active 2 (no delivery, login allowed) logs in.
+    // Active 2 is mailcow's "disallow login": the login is refused, the
+    // userdb lookup (delivery) still answered, as mailcow's user_login() and
+    // Dovecot's user_query (`active = '1' OR active = '2'`) do.
     e.db.sql("UPDATE mailbox SET active = 2");
-    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("disallow login"), "{}", r.stderr);
+    e.reply.reset();
+    let r = lookup(&cfg, "jdoe@example.org", &e.reply);
+    assert_eq!(
+        r.code, 2,
+        "lookup of an active 2 mailbox (2: AUTHORIZED=2 reply ran): {r:?}"
+    );
+    assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
     // pop3_access "0" rejects POP3 only.
     e.db.sql(
         "UPDATE mailbox SET active = 1, attributes = JSON_SET(attributes, '$.pop3_access', '0')",
@@ -540,4 +551,29 @@ fn non_ascii_names_round_trip() {
             .map(|b| format!("{b:02X}"))
             .collect::<String>()
     );
+}
+
+/// A template with `active: 2` ("disallow login") creates the mailbox and its
+/// alias with 2, as mailcow's mailbox('add', 'mailbox') does; the login that
+/// created it is then refused, and the mailbox still receives (lookup answered).
+#[test]
+fn template_active_2_creates_mailbox_and_alias_with_2() {
+    let e = Env::new();
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{}' WHERE template = 'Default'",
+        DEFAULT_TEMPLATE.replace("\"active\":1", "\"active\":2")
+    ));
+    let cfg = e.config();
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        e.db.sql("SELECT username, active FROM mailbox").trim(),
+        "jdoe@example.org\t2"
+    );
+    assert_eq!(
+        e.db.sql("SELECT address, goto, active FROM alias").trim(),
+        "jdoe@example.org\tjdoe@example.org\t2"
+    );
+    e.reply.reset();
+    assert_eq!(lookup(&cfg, "jdoe@example.org", &e.reply).code, 2);
 }
