@@ -546,14 +546,18 @@ impl Store {
                     "active" => new.active,
                 },
             )?;
+            // A leftover row (of a mailbox removed by hand) is reset, as
+            // mailbox('add', 'mailbox') in mailcow's functions.mailbox.inc.php does.
             table = "quota2";
             tx.exec_drop(
-                "INSERT INTO quota2 (username, bytes, messages) VALUES (?, 0, 0)",
+                "INSERT INTO quota2 (username, bytes, messages) VALUES (?, 0, 0) \
+                 ON DUPLICATE KEY UPDATE bytes = 0, messages = 0",
                 (&new.username,),
             )?;
             table = "quota2replica";
             tx.exec_drop(
-                "INSERT INTO quota2replica (username, bytes, messages) VALUES (?, 0, 0)",
+                "INSERT INTO quota2replica (username, bytes, messages) VALUES (?, 0, 0) \
+                 ON DUPLICATE KEY UPDATE bytes = 0, messages = 0",
                 (&new.username,),
             )?;
             table = "alias";

@@ -577,3 +577,27 @@ fn template_active_2_creates_mailbox_and_alias_with_2() {
     e.reply.reset();
     assert_eq!(lookup(&cfg, "jdoe@example.org", &e.reply).code, 2);
 }
+
+/// A leftover `quota2` / `quota2replica` row (of a mailbox removed by hand)
+/// does not block the creation: its counters are reset, as mailcow's
+/// mailbox('add', 'mailbox') does with ON DUPLICATE KEY UPDATE.
+#[test]
+fn leftover_quota_rows_are_reset_not_a_failure() {
+    let e = Env::new();
+    e.db.sql(
+        "INSERT INTO quota2 (username, bytes, messages) VALUES ('jdoe@example.org', 12345, 7);\
+         INSERT INTO quota2replica (username, bytes, messages) VALUES ('jdoe@example.org', 999, 3);",
+    );
+    let cfg = e.config();
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.count("mailbox"), 1);
+    for table in ["quota2", "quota2replica"] {
+        assert_eq!(
+            e.db.sql(&format!("SELECT username, bytes, messages FROM {table}"))
+                .trim(),
+            "jdoe@example.org\t0\t0",
+            "{table}"
+        );
+    }
+}
