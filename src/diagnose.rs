@@ -275,8 +275,11 @@ fn troubleshoot(cfg: &Config, login: &str, decision: &auth::Decision) {
                 .unwrap_or(0);
             match provision::check_domain_room(&domain_name, tq, domain.as_ref()) {
                 Ok(q) => c.pass(&format!(
-                    "domain limits: room for a new mailbox of {} MiB ({} of {} mailboxes used)",
-                    q / provision::MIB,
+                    "domain limits: room for a new mailbox of {} ({} of {} mailboxes used)",
+                    match q {
+                        0 => "unlimited quota".to_owned(),
+                        q => format!("{} MiB", q / provision::MIB),
+                    },
                     domain.as_ref().map(|d| d.mailbox_count).unwrap_or(0),
                     domain.as_ref().map(|d| d.max_mailboxes).unwrap_or(0)
                 )),

@@ -168,7 +168,7 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// Template quota in bytes (0 = default / unlimited).
+/// Template quota in bytes (0 = unlimited).
 pub fn template_quota(t: &Template) -> u64 {
     match t.attributes.get("quota") {
         Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
@@ -407,6 +407,15 @@ fn domain_and_service(row: &MailboxRow, service: Option<&str>) -> Result<(), Fai
     service_allowed(row, service)
 }
 
+/// The quota (bytes) a mailbox set from a template of `template_quota` bytes
+/// gets, as mailcow's `mailbox_from_template` computes it
+/// (functions.mailbox.inc.php: `intval($quota / 1048576)` MiB, on add and on
+/// edit): whole MiB, rounded down; 0 is unlimited (the shipped Default
+/// template has quota 0), never the domain's `defquota`.
+pub fn mailbox_quota(template_quota: u64) -> u64 {
+    template_quota / MIB * MIB
+}
+
 /// The quota (bytes) a new mailbox gets in the locked domain, or why it can't be created.
 pub fn check_domain_room(
     domain: &str,
@@ -427,16 +436,7 @@ pub fn check_domain_room(
             d.max_mailboxes
         )));
     }
-    let quota = if template_quota == 0 {
-        d.defquota_mib.saturating_mul(MIB)
-    } else {
-        template_quota
-    };
-    if quota == 0 {
-        return Err(Failure::Denied(format!(
-            "the template asks for an unlimited quota, which domain {domain} does not allow"
-        )));
-    }
+    let quota = mailbox_quota(template_quota);
     if quota > d.maxquota_mib.saturating_mul(MIB) {
         return Err(Failure::Denied(format!(
             "quota {} MiB is above domain {domain}'s per-mailbox maximum of {} MiB",
@@ -501,10 +501,7 @@ pub fn plan_update(
         Some(t) => MailboxUpdate {
             username: row.username.clone(),
             name: name.to_owned(),
-            quota: match template_quota(t) {
-                0 => row.quota,
-                q => q,
-            },
+            quota: mailbox_quota(template_quota(t)),
             attributes: mailbox_attributes(t, Some(&row.attributes), now),
             acl: Some(template_acl(t)),
             tags: Some(template_tags(t)),
@@ -623,9 +620,15 @@ mod tests {
 
     #[test]
     fn domain_room_checks() {
+        // 0 is unlimited, as in mailcow: never the domain's defquota (100 MiB here).
         assert_eq!(
             check_domain_room("ex.org", 0, Some(&domain(0, 0))).unwrap(),
-            100 * MIB
+            0
+        );
+        assert_eq!(
+            check_domain_room("ex.org", 5 * MIB + 17, Some(&domain(0, 0))).unwrap(),
+            5 * MIB,
+            "whole MiB, rounded down, as mailcow's intval()"
         );
         assert_eq!(
             check_domain_room("ex.org", 5 * MIB, Some(&domain(9, 0))).unwrap(),
@@ -673,14 +676,14 @@ mod tests {
 
     #[test]
     fn update_planning() {
-        let t = template(r#"{"quota":2048,"imap_access":1}"#);
+        let t = template(r#"{"quota":2097152,"imap_access":1}"#);
         let mut row = MailboxRow {
             username: "jo@ex.org".into(),
             name: "Jo".into(),
             domain: "ex.org".into(),
             active: 1,
             authsource: "ldap".into(),
-            quota: 1024,
+            quota: 1048576,
             attributes: mailbox_attributes(&t, None, "then"),
             domain_active: Some(true),
         };
@@ -688,11 +691,17 @@ mod tests {
         let u = plan_update(&row, "Jo Doe", Some(&t), "now").unwrap();
         assert_eq!(
             (u.name.as_str(), u.quota, u.acl.is_none()),
-            ("Jo Doe", 1024, true)
+            ("Jo Doe", 1048576, true)
         );
-        let t2 = template(r#"{"quota":4096,"imap_access":0}"#);
+        let t2 = template(r#"{"quota":4194304,"imap_access":0}"#);
         let u = plan_update(&row, "Jo", Some(&t2), "now").unwrap();
-        assert_eq!(u.quota, 4096);
+        assert_eq!(u.quota, 4194304);
+        let t0 = template(r#"{"quota":0,"imap_access":0}"#);
+        assert_eq!(
+            plan_update(&row, "Jo", Some(&t0), "now").unwrap().quota,
+            0,
+            "quota 0 is unlimited on update too, as in mailcow"
+        );
         assert_eq!(u.attributes["imap_access"], "0");
         assert_eq!(
             u.attributes["passwd_update"], "then",

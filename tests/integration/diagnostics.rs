@@ -236,7 +236,7 @@ fn troubleshooting_checks_and_dry_run_with_a_database() {
     );
     assert!(
         r.stdout
-            .contains("[ ok ] domain limits: room for a new mailbox of 3072 MiB"),
+            .contains("[ ok ] domain limits: room for a new mailbox of unlimited quota"),
         "{}",
         r.stdout
     );

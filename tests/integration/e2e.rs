@@ -889,8 +889,8 @@ fn db_first_imap_login_creates_the_mailbox_and_the_second_rewrites_nothing() {
     s.db().sql("UPDATE mailbox SET name = name");
     assert_eq!(s.writes(), w1 + 1);
 
-    // A user of the second mapping ("default" -> Default, quota 0 = the
-    // domain's default of 3072 MiB): a wrong password creates nothing, the
+    // A user of the second mapping ("default" -> Default, quota 0 =
+    // unlimited, as in mailcow): a wrong password creates nothing, the
     // right one creates the mailbox.
     s.slapd.add(
         "dn: uid=newbie,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
@@ -907,7 +907,7 @@ fn db_first_imap_login_creates_the_mailbox_and_the_second_rewrites_nothing() {
         s.db().value(
             "SELECT CONCAT(quota, ' ', authsource) FROM mailbox WHERE username = 'newbie@example.org'"
         ),
-        format!("{} ldap", 3072u64 << 20)
+        "0 ldap"
     );
     assert_eq!(
         attributes(s.db(), "newbie@example.org")["attribute_hash"],

@@ -186,7 +186,7 @@ proptest! {
         };
         if let Ok(q) = check_domain_room("example.org", template_quota, Some(&d)) {
             prop_assert!(count < max);
-            prop_assert!(q > 0);
+            prop_assert!(q % MIB == 0 && q <= template_quota);
             prop_assert!(q <= maxquota.saturating_mul(MIB));
             prop_assert!(q <= quota.saturating_mul(MIB).saturating_sub(used));
         }

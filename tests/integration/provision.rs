@@ -102,15 +102,13 @@ fn first_login_writes_every_row_and_nothing_else() {
     let r = e.login(&cfg, "jdoe@example.org", "secret1");
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
-    // Default template: quota 0 takes the domain's defquota (3072 MiB).
-    let quota = 3072u64 * 1024 * 1024;
-    assert_eq!(
-        e.reply.var("userdb_quota_rule"),
-        Some(format!("*:bytes={quota}"))
-    );
+    // Default template: quota 0 is unlimited, as in mailcow (never the
+    // domain's defquota of 3072 MiB): no quota rule.
+    let quota = 0;
+    assert_eq!(e.reply.var("userdb_quota_rule"), None);
     assert_eq!(
         e.reply.var("EXTRA").as_deref(),
-        Some("userdb_uid userdb_gid userdb_home userdb_quota_rule")
+        Some("userdb_uid userdb_gid userdb_home")
     );
     let row = e.db.sql(
         "SELECT username, password, name, quota, local_part, domain, authsource, active FROM mailbox",
@@ -251,8 +249,13 @@ fn domain_problems_reject_without_rows() {
     let r = e.login(&cfg, "other@other.org", "otherpw");
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("Max. possible mailboxes"), "{}", r.stderr);
-    // Quota over the per-mailbox maximum, then over what is left of the domain.
-    e.db.sql("UPDATE domain SET mailboxes = 10, defquota = 3072, maxquota = 1024, quota = 102400 WHERE domain = 'other.org'");
+    // Quota over the per-mailbox maximum, then over what is left of the domain
+    // (a template of 3072 MiB: quota 0 is unlimited and fits any domain).
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{}' WHERE template = 'Default'",
+        DEFAULT_TEMPLATE.replace("\"quota\":0", "\"quota\":3221225472")
+    ));
+    e.db.sql("UPDATE domain SET mailboxes = 10, maxquota = 1024, quota = 102400 WHERE domain = 'other.org'");
     let r = e.login(&cfg, "other@other.org", "otherpw");
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("per-mailbox maximum"), "{}", r.stderr);
@@ -471,9 +474,13 @@ fn lookups_come_from_the_mailbox_table() {
     );
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(e.reply.var("USER").as_deref(), Some("jdoe@example.org"));
+    assert_eq!(e.reply.var("userdb_quota_rule"), None, "quota 0: unlimited");
+    e.db.sql("UPDATE mailbox SET quota = 5242880");
+    let r = lookup(&cfg, "jdoe@example.org", &e.reply);
+    assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(
-        e.reply.var("userdb_quota_rule"),
-        Some(format!("*:bytes={}", 3072u64 << 20))
+        e.reply.var("userdb_quota_rule").as_deref(),
+        Some("*:bytes=5242880")
     );
     let r = lookup(&cfg, "nobody@example.org", &e.reply);
     assert_eq!(r.code, 3, "{r:?}");
@@ -600,4 +607,30 @@ fn leftover_quota_rows_are_reset_not_a_failure() {
             "{table}"
         );
     }
+}
+
+/// Template quota 0 is unlimited on update too: a mailbox moved from the
+/// 1 GiB Staff template to the Default one (quota 0) gets quota 0, as mailcow's
+/// mailbox('edit', 'mailbox_from_template') writes `intval(0 / 1048576)`;
+/// a quota that is not whole MiB is rounded down like mailcow's intval().
+#[test]
+fn template_quota_0_is_unlimited_on_create_and_update() {
+    let e = Env::new();
+    e.slapd.modify(
+        "dn: uid=jdoe,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: otherMailbox\notherMailbox: staff-only\n",
+    );
+    let cfg = e.config();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(e.db.value("SELECT quota FROM mailbox"), "1073741824");
+    e.slapd.modify(
+        "dn: uid=jdoe,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: otherMailbox\notherMailbox: default\n",
+    );
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(e.db.value("SELECT quota FROM mailbox"), "0");
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{}' WHERE template = 'Default'",
+        DEFAULT_TEMPLATE.replace("\"quota\":0", "\"quota\":5242897")
+    ));
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(e.db.value("SELECT quota FROM mailbox"), "5242880");
 }

@@ -230,10 +230,8 @@ fn provisioning_and_database_outage_over_http() {
     let serve = Serve::start(&cfg, port, socket);
     let r = serve.auth("jdoe@example.org", "secret1", "imap");
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(
-        r.json["fields"]["quota_rule"],
-        format!("*:bytes={}", 3072u64 << 20)
-    );
+    // The Default template's quota 0 is unlimited, as in mailcow: no quota rule.
+    assert!(r.json["fields"].get("quota_rule").is_none(), "{r:?}");
     assert_eq!(e.count("mailbox"), 1);
     assert_eq!(
         serve.auth("jdoe@example.org", "secret1", "pop3").status,
