@@ -12,19 +12,28 @@ use sha1::{Digest, Sha1};
 
 pub const MIB: u64 = 1024 * 1024;
 
-/// Template keys copied into a mailbox's `attributes` as strings ("1"/"0"),
-/// the keys mailcow's `mailbox('add')` writes (functions.mailbox.inc.php).
-pub const ATTRIBUTE_KEYS: &[&str] = &[
-    "force_pw_update",
-    "tls_enforce_in",
-    "tls_enforce_out",
-    "sogo_access",
-    "imap_access",
-    "pop3_access",
-    "smtp_access",
-    "sieve_access",
-    "quarantine_notification",
-    "quarantine_category",
+/// Flags mailcow's `mailbox('add', 'mailbox')` (functions.mailbox.inc.php)
+/// writes into `attributes` as `strval(intval(<template value>))`, with the
+/// value it takes when the template has none (`$MAILBOX_DEFAULT_ATTRIBUTES`,
+/// vars.inc.php). `force_pw_update` is not among them: for an LDAP mailbox
+/// mailcow always writes "0".
+pub const FLAG_KEYS: &[(&str, &str)] = &[
+    ("force_tfa", "0"),
+    ("tls_enforce_in", "0"),
+    ("tls_enforce_out", "0"),
+    ("sogo_access", "1"),
+    ("imap_access", "1"),
+    ("pop3_access", "1"),
+    ("smtp_access", "1"),
+    ("sieve_access", "1"),
+    ("eas_access", "1"),
+    ("dav_access", "1"),
+];
+
+/// Text values written as `strval(<template value>)`, with mailcow's defaults.
+pub const TEXT_KEYS: &[(&str, &str)] = &[
+    ("quarantine_notification", "hourly"),
+    ("quarantine_category", "reject"),
 ];
 
 /// `user_acl` columns mailcow sets on creation: 1 when the template's
@@ -208,17 +217,37 @@ pub fn template_tags(t: &Template) -> Vec<String> {
 
 /// The `attributes` JSON of a mailbox set from `t`, keeping `keep` (the
 /// existing mailbox's attributes) for keys the template does not decide.
+/// On creation (`keep` is `None`) these are exactly the keys mailcow's
+/// `mailbox('add', 'mailbox')` writes, missing template keys taking mailcow's
+/// defaults; on update, as its `mailbox('edit', 'mailbox')`, a key the
+/// template lacks keeps the mailbox's value. Both: `force_pw_update` "0" (an
+/// LDAP user cannot change the password here) and `recovery_email` present
+/// (null unless set).
 pub fn mailbox_attributes(
     t: &Template,
     keep: Option<&Map<String, Value>>,
     now: &str,
 ) -> Map<String, Value> {
+    let creating = keep.is_none();
     let mut a = keep.cloned().unwrap_or_default();
-    for key in ATTRIBUTE_KEYS {
-        if let Some(v) = t.attributes.get(*key) {
-            a.insert((*key).to_owned(), Value::String(flag_string(v)));
+    let mut set = |key: &str, from: Option<String>, default: &str| match from {
+        Some(v) => {
+            a.insert(key.to_owned(), Value::String(v));
         }
+        None if creating => {
+            a.insert(key.to_owned(), Value::String(default.to_owned()));
+        }
+        None => {}
+    };
+    for (key, default) in FLAG_KEYS {
+        let v = t.attributes.get(*key).map(|v| php_intval(v).to_string());
+        set(key, v, default);
     }
+    for (key, default) in TEXT_KEYS {
+        set(key, t.attributes.get(*key).map(flag_string), default);
+    }
+    a.insert("force_pw_update".into(), Value::String("0".into()));
+    a.entry("recovery_email").or_insert(Value::Null);
     a.entry("mailbox_format")
         .or_insert_with(|| Value::String("maildir:".into()));
     a.entry("relayhost")
@@ -590,6 +619,26 @@ mod tests {
         let a = mailbox_attributes(&t, None, "2026-01-01 00:00:00");
         assert_eq!(a["imap_access"], "1");
         assert_eq!(a["pop3_access"], "0");
+        // Keys the template lacks take mailcow's defaults on creation.
+        assert_eq!(
+            (&a["eas_access"], &a["dav_access"], &a["force_tfa"]),
+            (&Value::from("1"), &Value::from("1"), &Value::from("0"))
+        );
+        assert_eq!(a["force_pw_update"], "0");
+        assert_eq!(a["recovery_email"], Value::Null);
+        let denying =
+            template(r#"{"eas_access":0,"dav_access":"0","force_tfa":true,"force_pw_update":1}"#);
+        let mut kept = a.clone();
+        kept.insert("recovery_email".into(), "me@home.example".into());
+        let b = mailbox_attributes(&denying, Some(&kept), "later");
+        assert_eq!(
+            (&b["eas_access"], &b["dav_access"], &b["force_tfa"]),
+            (&Value::from("0"), &Value::from("0"), &Value::from("1"))
+        );
+        assert_eq!(b["force_pw_update"], "0", "never asked of an LDAP user");
+        assert_eq!(b["recovery_email"], "me@home.example");
+        assert_eq!(b["imap_access"], "1", "kept: the template does not name it");
+        assert_eq!(b["passwd_update"], "2026-01-01 00:00:00");
         assert_eq!(a["mailbox_format"], "maildir:");
         assert_eq!(a["attribute_hash"], Value::String(template_hash(&t.text)));
         assert_eq!(template_quota(&t), 1_073_741_824);

@@ -634,3 +634,86 @@ fn template_quota_0_is_unlimited_on_create_and_update() {
     assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
     assert_eq!(e.db.value("SELECT quota FROM mailbox"), "5242880");
 }
+
+/// `attributes` as mailcow writes them: every key of mailbox('add',
+/// 'mailbox') (functions.mailbox.inc.php) plus `recovery_email` (null, as its
+/// edit path leaves it), `eas_access` / `dav_access` / `force_tfa` from the
+/// template and updated when it changes, `force_pw_update` always "0".
+#[test]
+fn attributes_carry_eas_dav_tfa_and_never_force_a_password_change() {
+    let e = Env::new();
+    let denying = DEFAULT_TEMPLATE.replace(
+        "\"force_pw_update\":0,",
+        "\"force_pw_update\":1,\"force_tfa\":1,\"eas_access\":0,\"dav_access\":0,",
+    );
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{denying}' WHERE template = 'Default'"
+    ));
+    let cfg = e.config();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    let attrs = || -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&e.db.value("SELECT attributes FROM mailbox")).unwrap()
+    };
+    let a = attrs();
+    let mut keys: Vec<&str> = a.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "attribute_hash",
+            "dav_access",
+            "eas_access",
+            "force_pw_update",
+            "force_tfa",
+            "imap_access",
+            "mailbox_format",
+            "passwd_update",
+            "pop3_access",
+            "quarantine_category",
+            "quarantine_notification",
+            "recovery_email",
+            "relayhost",
+            "sieve_access",
+            "smtp_access",
+            "sogo_access",
+            "tls_enforce_in",
+            "tls_enforce_out"
+        ]
+    );
+    let get = |a: &serde_json::Map<String, serde_json::Value>, k: &str| a[k].clone();
+    assert_eq!(get(&a, "eas_access"), "0");
+    assert_eq!(get(&a, "dav_access"), "0");
+    assert_eq!(get(&a, "force_tfa"), "1");
+    assert_eq!(get(&a, "force_pw_update"), "0");
+    assert_eq!(get(&a, "recovery_email"), serde_json::Value::Null);
+    // ActiveSync is refused by the flag (mailcow treats a missing key as allowed).
+    assert_eq!(
+        e.login_as(&cfg, "jdoe@example.org", "secret1", "eas").code,
+        1
+    );
+    // The template allows EAS and DAV again, drops force_tfa: updated.
+    let allowing = denying.replace(
+        "\"force_tfa\":1,\"eas_access\":0,\"dav_access\":0,",
+        "\"force_tfa\":0,\"eas_access\":1,\"dav_access\":1,",
+    );
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{allowing}' WHERE template = 'Default'"
+    ));
+    // The next login (checked against the flags as they were) applies it.
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(
+        e.login_as(&cfg, "jdoe@example.org", "secret1", "eas").code,
+        0
+    );
+    let a = attrs();
+    assert_eq!(
+        (
+            get(&a, "eas_access"),
+            get(&a, "dav_access"),
+            get(&a, "force_tfa")
+        ),
+        ("1".into(), "1".into(), "0".into())
+    );
+    assert_eq!(get(&a, "force_pw_update"), "0");
+    assert_eq!(get(&a, "attribute_hash"), php_hash(&allowing));
+}
