@@ -645,13 +645,21 @@ fn an_import_never_stalls_first_logins() {
         "{} first logins during the import; slowest decision {slowest} ms ({slowest_wall:?} with the process start)",
         logins.len()
     );
-    // Generous: a first login alone decides in some 10-50 ms here; behind
-    // the import's page (one transaction) it waited 2 s. The database is a
-    // private server: other tests' imports on the shared one stretch every
-    // commit for reasons of their own.
+    // What a first login must never do is wait behind the import's locks:
+    // behind a page in one transaction it waited 2 s for the domain row. The
+    // server is private to this test, so its longest row-lock wait is the
+    // longest any login (or the import) waited for a lock. The decision
+    // times above also hold CPU time, which a loaded machine stretches
+    // (3.2 s was seen with a dozen other processes busy), so they are
+    // reported, not asserted.
+    let lock_wait_ms: u64 = db
+        .value("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'INNODB_ROW_LOCK_TIME_MAX'")
+        .parse()
+        .expect("Innodb_row_lock_time_max");
+    eprintln!("longest row-lock wait during the import: {lock_wait_ms} ms");
     assert!(
-        slowest < 1000,
-        "a first login waited {slowest} ms during the import"
+        lock_wait_ms < 1000,
+        "a transaction waited {lock_wait_ms} ms for a row lock during the import (slowest decision {slowest} ms)"
     );
 }
 
