@@ -12,6 +12,7 @@ use crate::mailcow::{
     Created, MailboxRow, Presence, Store, Template, DEACTIVATED_BY_SYNC, MISSING_SINCE,
 };
 use crate::outcome::{Failure, RequestKind, Verdict};
+use crate::passhash;
 use crate::provision;
 use crate::provision::NewMailbox;
 use crate::secret::Secret;
@@ -215,6 +216,7 @@ pub fn decide(
         host: None,
         entry: None,
     };
+    let mut app_pw = 0;
     d.result = decide_inner(
         cfg,
         ldap,
@@ -224,8 +226,153 @@ pub fn decide(
         trace,
         &mut d.host,
         &mut d.entry,
+        &mut app_pw,
     );
+    if let Ok(acc) = &d.result {
+        if cfg.full_passdb && req.kind == RequestKind::Password && !req.dry_run {
+            write_sasl_log(db, deadline, acc, req, app_pw);
+        }
+    }
     d
+}
+
+/// The `sasl_log` row mailcow's `mailcowauth.php` writes after each
+/// successful login (`set_sasl_log()`): username, real_rip, service and the
+/// app password's id (0: the mailbox's own password). A failure to write it
+/// is logged; the login stands, as in mailcow (which ignores it).
+fn write_sasl_log(
+    db: &mut dyn StoreSource,
+    deadline: Instant,
+    acc: &Accepted,
+    req: &Request,
+    app_pw: i64,
+) {
+    let service = req.service.as_deref().unwrap_or("");
+    let rip = req.remote_ip.as_deref().unwrap_or("");
+    let r = db.get(deadline).and_then(|s| match s {
+        Some(store) => store.sasl_log(&acc.user, rip, service, app_pw),
+        None => Ok(()),
+    });
+    if let Err(e) = r {
+        log::error(&format!("sasl_log for {}: {e}", log::clean(&acc.user)));
+    }
+}
+
+/// What [`before_bind`] decided.
+enum Early {
+    /// Accepted without the directory (an app password, a mailcow-SQL
+    /// password), with the app password's id (0: none).
+    Accepted(Accepted, i64),
+    /// The directory decides: bind (the row, when the mailbox exists).
+    Bind(Option<MailboxRow>),
+}
+
+/// Everything mailcow's passdb checks that needs no directory, in mailcow's
+/// order (`mailcowauth.php`: `apppass_login()`, then `user_login()`, in
+/// `data/web/inc/functions.auth.inc.php`), so a login it refuses costs the
+/// directory nothing, and a login with an app password never reaches it:
+/// 1. the app passwords of the mailbox; one that matches but is inactive or
+///    refuses this service is refused here (mailcow would try it as the
+///    LDAP password, and the directory would count a failure);
+/// 2. the mailbox active 1 (2 is "disallow login"), its domain active and
+///    `<service>_access` (a mailbox sync deactivated still binds: a
+///    successful bind reactivates it, see [`repair_after_sync`]);
+/// 3. by authsource: `mailcow` verifies `mailbox.password`, `keycloak` and
+///    `generic-oidc` are not ours, `ldap` binds.
+///
+/// No mailbox: with login provisioning the directory decides (a first
+/// login), without it the user is unknown.
+fn before_bind(
+    cfg: &Config,
+    store: &mut Store,
+    row: Option<MailboxRow>,
+    password: &Secret,
+    req: &Request,
+    trace: &mut dyn Trace,
+) -> Result<Early, Failure> {
+    let Some(row) = row else {
+        if cfg.provisioning.login_provisioning {
+            return Ok(Early::Bind(None));
+        }
+        trace.step(
+            "no mailbox, and provisioning.login_provisioning is off: not asking the directory",
+        );
+        return Err(Failure::UnknownUser);
+    };
+    let pw = password.expose().as_bytes();
+    let flag = req.service.as_deref().and_then(provision::access_flag);
+    let usable = row.may_log_in() && row.domain_active == Some(true);
+    for app in store.app_passwords(&row.username)? {
+        if !passhash::verify(&app.hash, pw) {
+            continue;
+        }
+        if !app.active {
+            trace.step(&format!("app password {} matches but is inactive", app.id));
+            return Err(Failure::Denied(format!(
+                "the password is app password {}, which is inactive",
+                app.id
+            )));
+        }
+        if !app.allows(flag.as_deref()) {
+            let f = flag.unwrap_or_default();
+            trace.step(&format!(
+                "app password {} matches, {f} is off for it",
+                app.id
+            ));
+            return Err(Failure::Denied(format!(
+                "the password is app password {}, which has {f} off",
+                app.id
+            )));
+        }
+        // mailcow's `apppass_login()` asks for mailbox and domain active 1,
+        // and not the mailbox's own `<service>_access`.
+        if !usable {
+            provision::login_allowed(&row, None)?;
+        }
+        trace.step(&format!(
+            "app password {} accepted: the directory is not asked",
+            app.id
+        ));
+        return Ok(Early::Accepted(
+            Accepted {
+                fields: fields(cfg, &row.username, Some(row.quota)),
+                user: row.username.clone(),
+            },
+            app.id,
+        ));
+    }
+    let by_sync = row.is_ldap() && row.attr(DEACTIVATED_BY_SYNC).as_deref() == Some("1");
+    if by_sync && row.active == 0 {
+        // The bind decides; login_allowed runs again after the repair.
+        trace.step("mailbox deactivated by sync: the directory decides whether it comes back");
+        return Ok(Early::Bind(Some(row)));
+    }
+    provision::login_allowed(&row, req.service.as_deref())?;
+    match row.authsource.as_str() {
+        "ldap" => Ok(Early::Bind(Some(row))),
+        "mailcow" => {
+            let hash = store.mailbox_password(&row.username)?.unwrap_or_default();
+            if !passhash::verify(&hash, pw) {
+                trace.step("mailcow mailbox: the SQL password does not match");
+                return Err(Failure::WrongPassword);
+            }
+            trace.step("mailcow mailbox: the SQL password matches; the directory is not asked");
+            Ok(Early::Accepted(
+                Accepted {
+                    fields: fields(cfg, &row.username, Some(row.quota)),
+                    user: row.username.clone(),
+                },
+                0,
+            ))
+        }
+        other => {
+            trace.step(&format!(
+                "mailbox {} has authsource {other}: not ours, mailcow's passdb decides",
+                row.username
+            ));
+            Err(Failure::NotOurs(other.to_owned()))
+        }
+    }
 }
 
 fn fields(cfg: &Config, user: &str, quota: Option<u64>) -> UserFields {
@@ -247,6 +394,7 @@ fn decide_inner(
     trace: &mut dyn Trace,
     host: &mut Option<String>,
     found_entry: &mut Option<UserEntry>,
+    app_pw: &mut i64,
 ) -> Result<Accepted, Failure> {
     validate_login(&req.login)?;
     let password = match req.kind {
@@ -275,13 +423,26 @@ fn decide_inner(
         });
     }
 
-    // A mailbox of another authsource is not ours: say no before asking the directory.
+    // A mailbox of another authsource is not ours: say no before asking the
+    // directory. With the full passdb, everything mailcow checks without LDAP
+    // is checked here first ([`before_bind`]).
     let mut known = None;
     if let (true, Some(addr)) = (db.configured(), provision::login_as_address(&req.login)) {
         let Some(store) = db.get(deadline)? else {
             return Err(Failure::UnknownUser);
         };
-        if let Some(row) = store.mailbox(&addr)? {
+        let row = store.mailbox(&addr)?;
+        if cfg.full_passdb {
+            if let Some(p) = password {
+                match before_bind(cfg, store, row, p, req, trace)? {
+                    Early::Accepted(acc, id) => {
+                        *app_pw = id;
+                        return Ok(acc);
+                    }
+                    Early::Bind(row) => known = row,
+                }
+            }
+        } else if let Some(row) = row {
             if !row.is_ldap() {
                 trace.step(&format!(
                     "mailbox {addr} has authsource {}: not an LDAP mailbox",

@@ -163,6 +163,8 @@ pub struct RawMailcow {
     pub settings_from_database: Option<bool>,
     pub settings_refresh_seconds: Option<u64>,
     pub redis_url: Option<Secret>,
+    /// `"full"` (mailcow's whole passdb) or `"ldap-only"`.
+    pub passdb: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -379,6 +381,10 @@ pub struct Config {
     /// `settings_from_database`); `None`: only at start and on SIGHUP.
     pub settings_refresh: Option<Duration>,
     pub redis_url: Option<Secret>,
+    /// `[mailcow] passdb = "full"`: app passwords, the mailbox's state and
+    /// mailcow-SQL passwords are checked before any LDAP bind (needs
+    /// `[database]`; its default then). `false`: `"ldap-only"`.
+    pub full_passdb: bool,
     pub sync: SyncConfig,
     pub serve: ServeConfig,
 }
@@ -524,6 +530,22 @@ impl RawConfig {
             ));
         }
 
+        let full_passdb =
+            match self.mailcow.passdb.as_deref() {
+                None => database.is_some(),
+                Some("full") if database.is_none() => return Err(err(
+                    "mailcow.passdb = \"full\" needs a [database] section (or set \"ldap-only\")"
+                        .into(),
+                )),
+                Some("full") => true,
+                Some("ldap-only") => false,
+                Some(other) => {
+                    return Err(err(format!(
+                        "mailcow.passdb = \"{other}\": must be \"full\" or \"ldap-only\""
+                    )))
+                }
+            };
+
         let mappings: Vec<Mapping> = self
             .attribute_mapping
             .or(ui.mappings)
@@ -642,6 +664,7 @@ impl RawConfig {
                 n => Some(Duration::from_secs(n)),
             },
             redis_url: self.mailcow.redis_url.filter(|s| !s.is_empty()),
+            full_passdb,
             sync,
             serve,
         })

@@ -335,6 +335,7 @@ fn failure_hint(f: &Failure) -> Option<&'static str> {
         Failure::BadRequest(_) => Some("a login and a non-empty password are required"),
         Failure::Temporary(_) => Some("run `mailcow-ldap-auth connection-test` to check every host"),
         Failure::Denied(r) if r.contains("Active Directory: data") => Some(ad_hint(r)),
+        Failure::NotOurs(_) => Some("this mailbox logs in through mailcow's own passdb (its Identity Provider), never through LDAP"),
         Failure::Denied(_) | Failure::Misuse(_) => None,
     }
 }

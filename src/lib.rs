@@ -17,6 +17,7 @@ pub mod healthcheck;
 pub mod log;
 pub mod mailcow;
 pub mod outcome;
+pub mod passhash;
 pub mod provision;
 pub mod schedule;
 pub mod secret;

@@ -267,6 +267,29 @@ fn mysql_code(e: &mysql::Error) -> Option<u16> {
 }
 
 /// A connection to mailcow's database.
+/// One row of mailcow's `app_passwd`.
+#[derive(Debug, Clone)]
+pub struct AppPassword {
+    pub id: i64,
+    pub hash: String,
+    pub active: bool,
+    /// The per-protocol flags, by column name.
+    pub flags: [(&'static str, bool); 6],
+}
+
+impl AppPassword {
+    /// Whether this app password may be used for `flag` (a column name such
+    /// as `imap_access`); `None`: no service given, anything goes. A flag
+    /// `app_passwd` has no column for refuses, as mailcow's
+    /// `apppass_login()` (`$row[...] != '1'` on a missing key).
+    pub fn allows(&self, flag: Option<&str>) -> bool {
+        match flag {
+            None => true,
+            Some(f) => self.flags.iter().any(|(n, on)| *n == f && *on),
+        }
+    }
+}
+
 pub struct Store {
     conn: Conn,
 }
@@ -321,6 +344,64 @@ impl Store {
             ))
         })?;
         Ok(Store { conn })
+    }
+
+    /// Every app password of a mailbox, active or not (mailcow's `app_passwd`).
+    pub fn app_passwords(&mut self, mailbox: &str) -> Result<Vec<AppPassword>, Failure> {
+        let rows: Vec<(i64, String, i64, i64, i64, i64, i64, i64, i64)> = self
+            .conn
+            .exec(
+                "SELECT id, password, active, imap_access, pop3_access, smtp_access, sieve_access, dav_access, eas_access \
+                 FROM app_passwd WHERE mailbox = ? ORDER BY id",
+                (mailbox,),
+            )
+            .map_err(|e| db_failure("reading the app passwords", e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, hash, active, imap, pop3, smtp, sieve, dav, eas)| AppPassword {
+                    id,
+                    hash,
+                    active: active == 1,
+                    flags: [
+                        ("imap_access", imap == 1),
+                        ("pop3_access", pop3 == 1),
+                        ("smtp_access", smtp == 1),
+                        ("sieve_access", sieve == 1),
+                        ("dav_access", dav == 1),
+                        ("eas_access", eas == 1),
+                    ],
+                },
+            )
+            .collect())
+    }
+
+    /// The SQL password hash (`mailbox.password`) of a mailbox.
+    pub fn mailbox_password(&mut self, username: &str) -> Result<Option<String>, Failure> {
+        self.conn
+            .exec_first(
+                "SELECT password FROM mailbox WHERE username = ?",
+                (username,),
+            )
+            .map_err(|e| db_failure("reading the mailbox password", e))
+    }
+
+    /// The row mailcow's `set_sasl_log()` (`data/web/inc/functions.inc.php`)
+    /// writes on each successful login: it feeds the UI's "last login".
+    /// `app_password` is the app password's id, 0 for the mailbox's own password.
+    pub fn sasl_log(
+        &mut self,
+        username: &str,
+        real_rip: &str,
+        service: &str,
+        app_password: i64,
+    ) -> Result<(), Failure> {
+        self.conn
+            .exec_drop(
+                "REPLACE INTO sasl_log (username, real_rip, service, app_password) VALUES (?, ?, ?, ?)",
+                (username, real_rip, service, app_password),
+            )
+            .map_err(|e| db_failure("writing sasl_log", e))
     }
 
     /// Whether the connection still answers.

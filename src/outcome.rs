@@ -24,6 +24,10 @@ pub enum Failure {
     /// inactive mailbox or domain, service not allowed, not an LDAP mailbox,
     /// no template, domain full.
     Denied(String),
+    /// The mailbox's password belongs to another passdb (authsource
+    /// `keycloak` / `generic-oidc`): refused here without asking the
+    /// directory, for mailcow's own passdb to decide.
+    NotOurs(String),
     /// Nothing was decided: directory or database unreachable, timeout, TLS
     /// failure, bad service credentials, bad configuration. Try again later.
     Temporary(String),
@@ -39,6 +43,9 @@ impl fmt::Display for Failure {
             Failure::Ambiguous(n) => write!(f, "ambiguous login: {n} directory entries match"),
             Failure::WrongPassword => f.write_str("wrong password"),
             Failure::Denied(r) => write!(f, "denied: {r}"),
+            Failure::NotOurs(a) => {
+                write!(f, "not ours: authsource {a}, mailcow's own passdb decides")
+            }
             Failure::Temporary(r) => write!(f, "temporary failure: {r}"),
             Failure::Misuse(r) => write!(f, "misuse: {r}"),
         }
@@ -110,6 +117,8 @@ impl Failure {
             (Failure::WrongPassword, Lookup) => Verdict::Unknown,
             (Failure::Denied(_), Password) => Verdict::Reject,
             (Failure::Denied(_), Lookup) => Verdict::Unknown,
+            (Failure::NotOurs(_), Password) => Verdict::Reject,
+            (Failure::NotOurs(_), Lookup) => Verdict::Unknown,
             (Failure::Temporary(_), Password | Lookup) => Verdict::Temporary,
             (Failure::Misuse(_), Password) => Verdict::Misuse,
             // Exit 2 means "found" during a lookup: a misuse there is an internal failure.
@@ -135,6 +144,8 @@ mod tests {
             (Failure::WrongPassword, Password, 1),
             (Failure::Denied("x".into()), Password, 1),
             (Failure::Denied("x".into()), Lookup, 3),
+            (Failure::NotOurs("keycloak".into()), Password, 1),
+            (Failure::NotOurs("keycloak".into()), Lookup, 3),
             (Failure::Temporary("x".into()), Password, 111),
             (Failure::Temporary("x".into()), Lookup, 111),
             (Failure::Misuse("x".into()), Password, 2),

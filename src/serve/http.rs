@@ -329,6 +329,12 @@ fn decide(rt: &Runtime, body: AuthBody, kind: RequestKind, peer: Option<&str>) -
         ),
         Err(Failure::Misuse(why)) => (503, json!({"success": false, "error": why})),
         Err(_) if kind == RequestKind::Lookup => (404, json!({"success": false})),
+        // Another passdb's mailbox (keycloak, generic-oidc): say so, so a
+        // chain can hand it on; no bind was made.
+        Err(Failure::NotOurs(source)) => (
+            401,
+            json!({"success": false, "not_ours": true, "authsource": source}),
+        ),
         Err(_) => (401, json!({"success": false})),
     }
 }

@@ -12,6 +12,7 @@ mod image;
 mod load;
 mod mailcow_install;
 mod mailcow_ui;
+mod passdb;
 mod php_json;
 mod planners;
 mod provision;

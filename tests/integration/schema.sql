@@ -140,3 +140,17 @@ CREATE TABLE `identity_provider` (
   `modified` DATETIME ON UPDATE CURRENT_TIMESTAMP,
   PRIMARY KEY (`key`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- mailcow: init_db.inc.php "sasl_log" (written by set_sasl_log() on each login).
+CREATE TABLE `sasl_log` (
+  `service` VARCHAR(32) NOT NULL DEFAULT '',
+  `app_password` INT,
+  `username` VARCHAR(255) NOT NULL,
+  `real_rip` VARCHAR(64) NOT NULL,
+  `datetime` DATETIME(0) NOT NULL DEFAULT NOW(0),
+  PRIMARY KEY (`service`, `real_rip`, `username`),
+  KEY `username` (`username`),
+  KEY `service` (`service`),
+  KEY `datetime` (`datetime`),
+  KEY `real_rip` (`real_rip`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 ROW_FORMAT=DYNAMIC;

@@ -101,6 +101,26 @@ userPassword: nomailpw
 /// The password of hmueller (non-ASCII), as stored base64 in [`BASE_LDIF`].
 pub const HMUELLER_PW: &str = "pässwörd€";
 
+/// Operations counted in slapd's stats log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ops {
+    /// Binds with a user's DN.
+    pub user: usize,
+    /// Of those, refused with invalidCredentials (49).
+    pub user_failed: usize,
+    /// Binds of the service account (or the admin).
+    pub service: usize,
+    /// Searches and extended operations (StartTLS).
+    pub other: usize,
+}
+
+impl Ops {
+    /// Every operation, whoever made it.
+    pub fn total(&self) -> usize {
+        self.user + self.service + self.other
+    }
+}
+
 pub struct Slapd {
     pub dir: PathBuf,
     pub port: u16,
@@ -108,6 +128,9 @@ pub struct Slapd {
     pub pki: Pki,
     child: Option<Child>,
     pub extra_conf: String,
+    /// slapd's `-d` level: 0, or 256 (`stats`: one line per operation in
+    /// slapd.log, which [`Slapd::binds`] counts).
+    debug: u32,
 }
 
 impl Slapd {
@@ -119,6 +142,16 @@ impl Slapd {
     /// Start with another directory content and extra slapd.conf lines
     /// (appended to the database section, e.g. `limits * size.soft=10`).
     pub fn start_with(dir: &Path, ldif: &str, extra_conf: &str) -> Slapd {
+        Self::start_logged(dir, ldif, extra_conf, 0)
+    }
+
+    /// Start with the base directory, logging every operation (`-d stats`),
+    /// so the test can count binds ([`Slapd::binds`]).
+    pub fn start_counting(dir: &Path) -> Slapd {
+        Self::start_logged(dir, BASE_LDIF, "", 256)
+    }
+
+    fn start_logged(dir: &Path, ldif: &str, extra_conf: &str, debug: u32) -> Slapd {
         require("slapd", "slapd");
         require("slapadd", "slapd");
         let dir = dir.join("slapd");
@@ -131,6 +164,7 @@ impl Slapd {
             pki,
             child: None,
             extra_conf: extra_conf.to_owned(),
+            debug,
         };
         s.write_conf();
         std::fs::write(s.dir.join("data.ldif"), ldif).unwrap();
@@ -197,7 +231,7 @@ impl Slapd {
             .arg("-h")
             .arg(&urls)
             .arg("-d")
-            .arg("0")
+            .arg(self.debug.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -216,6 +250,52 @@ impl Slapd {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
             let _ = c.wait();
         }
+    }
+
+    /// Operations logged so far (with [`Slapd::start_counting`]): binds with
+    /// any DN but the service account's and the admin's, and all operations.
+    pub fn binds(&self) -> Ops {
+        let log = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+        let mut ops = Ops::default();
+        let mut user_binds = std::collections::HashSet::new();
+        // "... conn=1001 op=1 BIND dn=..." / "... conn=1001 op=1 RESULT tag=97 err=49 ..."
+        let conn_op = |line: &str| -> String {
+            let i = line.find("conn=").unwrap_or(0);
+            line[i..]
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for line in log.lines() {
+            // One "BIND dn=... method=128" line per bind (a successful one
+            // adds a "BIND dn=... mech=SIMPLE" line, not counted).
+            let Some(pos) = line
+                .find(" BIND dn=\"")
+                .filter(|_| line.contains(" method="))
+            else {
+                if line.contains(" SRCH base=") || line.contains(" EXT oid=") {
+                    ops.other += 1;
+                }
+                continue;
+            };
+            let dn = line[pos + " BIND dn=\"".len()..]
+                .split('"')
+                .next()
+                .unwrap_or("");
+            if dn.eq_ignore_ascii_case(READER_DN) || dn.eq_ignore_ascii_case(ADMIN_DN) {
+                ops.service += 1;
+            } else {
+                ops.user += 1;
+                user_binds.insert(conn_op(line));
+            }
+        }
+        for line in log.lines() {
+            if line.contains(" RESULT tag=97 err=49") && user_binds.contains(&conn_op(line)) {
+                ops.user_failed += 1;
+            }
+        }
+        ops
     }
 
     /// Add entries (LDIF) through the admin account.

@@ -1,0 +1,387 @@
+//! mailcow's whole passdb (`[mailcow] passdb = "full"`, the default with a
+//! database), in mailcow's order (`mailcowauth.php`: `apppass_login()`, then
+//! `user_login()`, in mailcow's `data/web/inc/functions.auth.inc.php`): app
+//! passwords, the mailbox's state and mailcow-SQL passwords are decided
+//! before any LDAP bind. Each case counts the operations slapd saw (its
+//! `stats` log): a login decided without the directory costs it nothing.
+//!
+//! The hashes are made by Dovecot's own `doveadm pw`, the tool whose formats
+//! mailcow's `verify_hash()` reads.
+
+use crate::support::mariadb::Db;
+use crate::support::slapd::Ops;
+use crate::support::{checkpassword, creds, require, run_ok, write_config, Run, Slapd, StubReply};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tempfile::TempDir;
+
+/// `doveadm pw -s SCHEME -p PASSWORD` (bcrypt with mailcow's cost, PHP's 10).
+pub fn dovecot_hash(scheme: &str, password: &str) -> String {
+    require("doveadm", "dovecot-core");
+    let mut cmd = Command::new("doveadm");
+    cmd.args(["pw", "-s", scheme, "-p", password]);
+    if scheme == "BLF-CRYPT" {
+        cmd.args(["-r", "10"]);
+    }
+    let out = run_ok(&mut cmd);
+    let h = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(h.starts_with(&format!("{{{scheme}}}")), "{h}");
+    h
+}
+
+/// The schemes of mailcow-SQL passwords tested, with SSHA256/SSHA512 also in
+/// mailcow's own shape (a hex salt, `hash_password()`).
+const SCHEMES: &[&str] = &[
+    "BLF-CRYPT",
+    "SSHA",
+    "SSHA256",
+    "SSHA512",
+    "SHA512-CRYPT",
+    "SHA256-CRYPT",
+    "MD5-CRYPT",
+    "ARGON2I",
+    "ARGON2ID",
+    "PLAIN-MD5",
+    "CLEARTEXT",
+    "PLAIN",
+    "SHA256",
+    "SHA512",
+];
+
+struct Env {
+    dir: TempDir,
+    slapd: Slapd,
+    db: Db,
+    reply: StubReply,
+}
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = TempDir::new().unwrap();
+        let slapd = Slapd::start_counting(dir.path());
+        let db = Db::new();
+        db.sql("INSERT INTO domain (domain, active) VALUES ('example.org', 1), ('off.org', 0);");
+        let reply = StubReply::create(dir.path());
+        Env {
+            dir,
+            slapd,
+            db,
+            reply,
+        }
+    }
+
+    fn mailbox(&self, user: &str, authsource: &str, active: i64, password: &str, attrs: &str) {
+        let (local, domain) = user.split_once('@').unwrap();
+        self.db.sql(&format!(
+            "INSERT INTO mailbox (username, password, name, local_part, domain, attributes, authsource, active) \
+             VALUES ('{user}', {}, 'N', '{local}', '{domain}', '{attrs}', '{authsource}', {active});",
+            sql_str(password)
+        ));
+    }
+
+    /// An app password; `flags`: the per-protocol columns set to 0.
+    fn app_password(&self, mailbox: &str, hash: &str, active: i64, off: &[&str]) -> i64 {
+        let domain = mailbox.split_once('@').unwrap().1;
+        let sets: String = off.iter().map(|f| format!(", {f}_access = 0")).collect();
+        self.db.sql(&format!(
+            "INSERT INTO app_passwd (name, mailbox, domain, password, active) VALUES ('app', '{mailbox}', '{domain}', {}, {active});\
+             UPDATE app_passwd SET id = id{sets} WHERE id = LAST_INSERT_ID();",
+            sql_str(hash)
+        ));
+        self.db
+            .value(&format!(
+                "SELECT MAX(id) FROM app_passwd WHERE mailbox = '{mailbox}'"
+            ))
+            .parse()
+            .unwrap()
+    }
+
+    fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "state_dir = \"{}\"\n{}\n{}\n[provisioning]\nlogin_provisioning = false\n\n{extra}\n",
+            self.dir.path().display(),
+            self.slapd.ldap_section(),
+            self.db.section(),
+        );
+        write_config(self.dir.path(), "config.toml", &text)
+    }
+
+    /// One checkpassword login: its result and what slapd saw meanwhile.
+    fn login(&self, cfg: &Path, user: &str, pw: &str, service: &str) -> (Run, Ops) {
+        let before = self.slapd.binds();
+        let r = checkpassword(
+            cfg,
+            &creds(user, pw),
+            &[("SERVICE", service), ("TCPREMOTEIP", "192.0.2.7")],
+            &self.reply,
+        );
+        let after = self.slapd.binds();
+        let d = Ops {
+            user: after.user - before.user,
+            user_failed: after.user_failed - before.user_failed,
+            service: after.service - before.service,
+            other: after.other - before.other,
+        };
+        (r, d)
+    }
+
+    /// A login that must be decided with no LDAP traffic at all; returns its exit code.
+    fn quiet(&self, cfg: &Path, user: &str, pw: &str, service: &str) -> i32 {
+        let (r, ops) = self.login(cfg, user, pw, service);
+        assert_eq!(
+            ops.total(),
+            0,
+            "{user} / {service}: the directory was asked: {ops:?}\n{r:?}"
+        );
+        r.code
+    }
+}
+
+#[test]
+fn app_passwords_are_decided_without_the_directory() {
+    let e = Env::new();
+    let cfg = e.config("");
+    let u = "jdoe@example.org";
+    // pop3_access off for the mailbox: its own password may not use POP3;
+    // an app password with POP3 on may (apppass_login() does not read the
+    // mailbox's flags).
+    e.mailbox(u, "ldap", 1, "", r#"{"pop3_access":"0"}"#);
+    let blf = e.app_password(u, &dovecot_hash("BLF-CRYPT", "app-Blf-1"), 1, &[]);
+    let _imap_only = e.app_password(
+        u,
+        &dovecot_hash("SSHA256", "app-Ssha256-2"),
+        1,
+        &["smtp", "pop3", "sieve", "dav", "eas"],
+    );
+    let _ = e.app_password(u, &dovecot_hash("SSHA512", "app-Ssha512-3"), 1, &["imap"]);
+    let _ = e.app_password(u, &dovecot_hash("SSHA", "app-Ssha-4"), 1, &[]);
+    let _ = e.app_password(u, &dovecot_hash("BLF-CRYPT", "app-Off-5"), 0, &[]);
+    // Another mailbox's app password.
+    e.mailbox(
+        "mc@example.org",
+        "mailcow",
+        1,
+        &dovecot_hash("BLF-CRYPT", "mc-own-6"),
+        "{}",
+    );
+    e.app_password(
+        "mc@example.org",
+        &dovecot_hash("BLF-CRYPT", "mc-app-7"),
+        1,
+        &[],
+    );
+
+    assert_eq!(e.quiet(&cfg, u, "app-Blf-1", "imap"), 0);
+    assert_eq!(e.reply.var("USER").as_deref(), Some(u));
+    // The sasl_log row, as set_sasl_log() writes it.
+    assert_eq!(
+        e.db.sql("SELECT username, real_rip, service, app_password FROM sasl_log")
+            .trim(),
+        format!("{u}\t192.0.2.7\timap\t{blf}")
+    );
+    assert_eq!(e.quiet(&cfg, u, "app-Blf-1", "smtp"), 0);
+    assert_eq!(
+        e.quiet(&cfg, u, "app-Blf-1", "pop3"),
+        0,
+        "mailbox pop3_access 0, app password allows"
+    );
+    assert_eq!(e.quiet(&cfg, u, "app-Ssha256-2", "imap"), 0);
+    assert_eq!(
+        e.quiet(&cfg, u, "app-Ssha256-2", "smtp"),
+        1,
+        "smtp_access off"
+    );
+    assert_eq!(
+        e.quiet(&cfg, u, "app-Ssha256-2", "submission"),
+        1,
+        "submission is smtp"
+    );
+    assert_eq!(
+        e.quiet(&cfg, u, "app-Ssha256-2", "managesieve"),
+        1,
+        "managesieve is sieve"
+    );
+    assert_eq!(
+        e.quiet(&cfg, u, "app-Ssha512-3", "imap"),
+        1,
+        "imap_access off"
+    );
+    assert_eq!(e.quiet(&cfg, u, "app-Ssha512-3", "sieve"), 0);
+    assert_eq!(e.quiet(&cfg, u, "app-Ssha-4", "imap"), 0);
+    assert_eq!(
+        e.quiet(&cfg, u, "app-Off-5", "imap"),
+        1,
+        "inactive app password"
+    );
+    // The mailbox's own password over POP3: pop3_access 0, refused before the bind.
+    assert_eq!(e.quiet(&cfg, u, "secret1", "pop3"), 1);
+    // Another mailbox's app password for a mailcow mailbox: no bind either.
+    e.mailbox(
+        "mc2@example.org",
+        "mailcow",
+        1,
+        &dovecot_hash("SSHA256", "mc2-own"),
+        "{}",
+    );
+    assert_eq!(e.quiet(&cfg, "mc2@example.org", "mc-app-7", "imap"), 1);
+    assert_eq!(e.quiet(&cfg, "mc@example.org", "mc-app-7", "imap"), 0);
+    assert_eq!(
+        e.db.value("SELECT app_password FROM sasl_log WHERE username = 'mc@example.org'"),
+        e.db.value("SELECT id FROM app_passwd WHERE mailbox = 'mc@example.org'")
+    );
+
+    // The LDAP password: one bind, accepted; a wrong one (also another
+    // mailbox's app password, which is no app password of this one): one
+    // failed bind each, never two.
+    let (r, ops) = e.login(&cfg, u, "secret1", "imap");
+    assert_eq!(
+        (r.code, ops.user, ops.user_failed),
+        (0, 1, 0),
+        "{r:?} {ops:?}"
+    );
+    assert_eq!(
+        e.db.value(&format!(
+            "SELECT app_password FROM sasl_log WHERE username = '{u}' AND service = 'imap'"
+        )),
+        "0"
+    );
+    for wrong in ["Wr0ng-pw", "mc-app-7"] {
+        let (r, ops) = e.login(&cfg, u, wrong, "imap");
+        assert_eq!(
+            (r.code, ops.user, ops.user_failed),
+            (1, 1, 1),
+            "{r:?} {ops:?}"
+        );
+    }
+
+    // ldap-only: today's behaviour, an app password goes to the directory.
+    let cfg = e.config("[mailcow]\npassdb = \"ldap-only\"\n");
+    let (r, ops) = e.login(&cfg, u, "app-Blf-1", "imap");
+    assert_eq!((r.code, ops.user_failed), (1, 1), "{r:?} {ops:?}");
+}
+
+#[test]
+fn mailbox_state_is_checked_before_the_bind() {
+    let e = Env::new();
+    let cfg = e.config("");
+    // Right LDAP passwords all: the refusal is the mailbox's state, and costs no bind.
+    e.mailbox("jdoe@example.org", "ldap", 0, "", "{}");
+    e.mailbox("nomail@example.org", "ldap", 2, "", "{}");
+    e.mailbox("jdoe@off.org", "ldap", 1, "", "{}");
+    e.mailbox(
+        "anon@example.org",
+        "ldap",
+        1,
+        "",
+        r#"{"pop3_access":"0","imap_access":"1"}"#,
+    );
+    e.mailbox("kc@example.org", "keycloak", 1, "", "{}");
+    e.mailbox("oidc@example.org", "generic-oidc", 1, "", "{}");
+    assert_eq!(
+        e.quiet(&cfg, "jdoe@example.org", "secret1", "imap"),
+        1,
+        "inactive"
+    );
+    assert_eq!(
+        e.quiet(&cfg, "nomail@example.org", "nomailpw", "imap"),
+        1,
+        "active = 2"
+    );
+    assert_eq!(
+        e.quiet(&cfg, "jdoe@off.org", "secret1", "imap"),
+        1,
+        "inactive domain"
+    );
+    assert_eq!(
+        e.quiet(&cfg, "anon@example.org", "anonpw", "pop3"),
+        1,
+        "pop3_access 0"
+    );
+    assert_eq!(e.quiet(&cfg, "kc@example.org", "x", "imap"), 1, "keycloak");
+    assert_eq!(
+        e.quiet(&cfg, "oidc@example.org", "x", "imap"),
+        1,
+        "generic-oidc"
+    );
+    // No mailbox and no login provisioning: unknown, the directory is not asked.
+    assert_eq!(
+        e.quiet(&cfg, "hans.mueller@example.org", "x", "imap"),
+        1,
+        "no mailbox"
+    );
+    assert_eq!(e.count_sasl(), 0);
+    // The same over IMAP for the allowed service: one bind.
+    let (r, ops) = e.login(&cfg, "anon@example.org", "anonpw", "imap");
+    assert_eq!(
+        (r.code, ops.user, ops.user_failed),
+        (0, 1, 0),
+        "{r:?} {ops:?}"
+    );
+}
+
+impl Env {
+    fn count_sasl(&self) -> usize {
+        self.db
+            .value("SELECT COUNT(*) FROM sasl_log")
+            .parse()
+            .unwrap()
+    }
+}
+
+#[test]
+fn mailcow_sql_passwords_in_every_scheme() {
+    let e = Env::new();
+    let cfg = e.config("");
+    for (i, scheme) in SCHEMES.iter().enumerate() {
+        let user = format!("sql{i}@example.org");
+        let pw = format!("Sql-{scheme}-pw");
+        e.mailbox(&user, "mailcow", 1, &dovecot_hash(scheme, &pw), "{}");
+        assert_eq!(
+            e.quiet(&cfg, &user, &pw, "imap"),
+            0,
+            "{scheme}: right password"
+        );
+        assert_eq!(
+            e.quiet(&cfg, &user, &format!("{pw}x"), "imap"),
+            1,
+            "{scheme}: wrong password"
+        );
+    }
+    // mailcow's own SSHA256 / SSHA512 (hash_password(): a 16-hex-digit salt).
+    for (n, scheme, hash) in [
+        // base64(sha256("pw-mc" . "0123456789abcdef") . "0123456789abcdef")
+        (
+            100,
+            "SSHA256",
+            mailcow_ssha::<sha2::Sha256>("pw-mc", "0123456789abcdef"),
+        ),
+        (
+            101,
+            "SSHA512",
+            mailcow_ssha::<sha2::Sha512>("pw-mc", "0123456789abcdef"),
+        ),
+    ] {
+        let user = format!("sql{n}@example.org");
+        e.mailbox(&user, "mailcow", 1, &format!("{{{scheme}}}{hash}"), "{}");
+        assert_eq!(
+            e.quiet(&cfg, &user, "pw-mc", "smtp"),
+            0,
+            "{scheme} as mailcow writes it"
+        );
+        assert_eq!(e.quiet(&cfg, &user, "pw-mC", "smtp"), 1, "{scheme} wrong");
+    }
+}
+
+fn mailcow_ssha<D: sha2::Digest>(pw: &str, salt: &str) -> String {
+    use base64::Engine;
+    let mut d = D::new();
+    d.update(pw.as_bytes());
+    d.update(salt.as_bytes());
+    let mut raw = d.finalize().to_vec();
+    raw.extend_from_slice(salt.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
