@@ -280,7 +280,13 @@ fn mailcow_mailbox_is_not_ours_and_ldap_is_not_asked() {
               VALUES ('jdoe@example.org', '{SSHA256}x', 'Local', 0, 'jdoe', 'example.org', '{}', 'mailcow', 1)");
     // With slapd stopped, an LDAP attempt would be a temporary failure (111): exit 1 proves none was made.
     e.slapd.stop();
+    // The full passdb (the default): the SQL password is checked, and is not this one.
     let r = e.login(&cfg, "JDoe@example.org", "secret1");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("wrong password"), "{}", r.stderr);
+    // ldap-only: not ours, for mailcow's passdb to decide.
+    let only = e.config_with("", "[mailcow]\npassdb = \"ldap-only\"\n");
+    let r = e.login(&only, "JDoe@example.org", "secret1");
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("not an LDAP mailbox"), "{}", r.stderr);
     assert_eq!(
