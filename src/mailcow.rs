@@ -267,6 +267,9 @@ fn mysql_code(e: &mysql::Error) -> Option<u16> {
 }
 
 /// A connection to mailcow's database.
+/// id, password, active and the six protocol flags, as read.
+type AppPasswdRow = (i64, String, i64, i64, i64, i64, i64, i64, i64);
+
 /// One row of mailcow's `app_passwd`.
 #[derive(Debug, Clone)]
 pub struct AppPassword {
@@ -348,7 +351,7 @@ impl Store {
 
     /// Every app password of a mailbox, active or not (mailcow's `app_passwd`).
     pub fn app_passwords(&mut self, mailbox: &str) -> Result<Vec<AppPassword>, Failure> {
-        let rows: Vec<(i64, String, i64, i64, i64, i64, i64, i64, i64)> = self
+        let rows: Vec<AppPasswdRow> = self
             .conn
             .exec(
                 "SELECT id, password, active, imap_access, pop3_access, smtp_access, sieve_access, dav_access, eas_access \

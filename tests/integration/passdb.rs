@@ -385,3 +385,96 @@ fn mailcow_ssha<D: sha2::Digest>(pw: &str, salt: &str) -> String {
     raw.extend_from_slice(salt.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
+
+/// The recommended chain, Dovecot 2.3 + the shipped Lua passdb
+/// (`contrib/dovecot-lua/dovecot-2.3.conf`) + serve with mailcow's database:
+/// every password goes to serve once. A wrong LDAP password costs exactly one
+/// failed bind; an app password and a mailcow-SQL password none.
+#[test]
+fn one_bind_per_login_through_dovecot_lua_and_serve() {
+    use crate::serve_e2e::{install_lua, lua_block_23, write_secret};
+    use crate::support::clients::imap_login;
+    use crate::support::dovecot::{Dovecot, MAIL_GID, MAIL_UID};
+    use crate::support::serve::Serve;
+    require("dovecot", "dovecot-core");
+    let e = Env::new();
+    let root = e.dir.path().to_owned();
+    let u = "jdoe@example.org";
+    e.mailbox(u, "ldap", 1, "", "{}");
+    e.app_password(u, &dovecot_hash("BLF-CRYPT", "chain-App-1"), 1, &[]);
+    e.mailbox(
+        "local@example.org",
+        "mailcow",
+        1,
+        &dovecot_hash("SHA512-CRYPT", "chain-Sql-2"),
+        "{}",
+    );
+
+    let secret = write_secret(&root);
+    let state = root.join("serve-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let (section, port, socket) = Serve::section(
+        &root,
+        &format!("http_secret_file = \"{}\"", secret.display()),
+    );
+    let text = format!(
+        "state_dir = \"{}\"\nlog_target = \"stderr\"\n{}\n{}\n[provisioning]\nlogin_provisioning = false\n\
+         [dovecot]\nuid = \"{MAIL_UID}\"\ngid = \"{MAIL_GID}\"\nhome = \"{}/dovecot/mail/%d/%n\"\n{section}",
+        state.display(),
+        e.slapd.ldap_section(),
+        e.db.section(),
+        root.display(),
+    );
+    let cfg = write_config(&root, "serve.toml", &text);
+    let serve = Serve::start(&cfg, port, socket);
+    let lua = install_lua(&root);
+    let block = lua_block_23(&lua, port, &secret);
+    let dovecot = Dovecot::start_with(&root, &e.slapd.ldap_section(), |_| block);
+    let imap = dovecot.imap_port;
+
+    let step = |user: &str, pw: &str, ok: bool| -> Ops {
+        let before = e.slapd.binds();
+        let r = imap_login(imap, user, pw);
+        assert_eq!(
+            r.starts_with("OK"),
+            ok,
+            "{user}: {r}\n{}\n{}",
+            dovecot.log(),
+            serve.log_text()
+        );
+        let after = e.slapd.binds();
+        Ops {
+            user: after.user - before.user,
+            user_failed: after.user_failed - before.user_failed,
+            service: after.service - before.service,
+            other: after.other - before.other,
+        }
+    };
+    let ops = step(u, "secret1", true);
+    assert_eq!(
+        (ops.user, ops.user_failed),
+        (1, 0),
+        "LDAP password: {ops:?}"
+    );
+    let ops = step(u, "Wr0ng-chain-3", false);
+    assert_eq!(
+        (ops.user, ops.user_failed),
+        (1, 1),
+        "wrong password: one failed bind, {ops:?}"
+    );
+    let ops = step(u, "chain-App-1", true);
+    assert_eq!(ops.total(), 0, "app password: {ops:?}");
+    let ops = step("local@example.org", "chain-Sql-2", true);
+    assert_eq!(ops.total(), 0, "mailcow-SQL password: {ops:?}");
+    let ops = step("local@example.org", "chain-Sql-x", false);
+    assert_eq!(ops.total(), 0, "wrong mailcow-SQL password: {ops:?}");
+    // The sasl_log rows serve wrote, as mailcow's PHP would have: one per
+    // (service, real_rip, username), the last login's (jdoe's app password).
+    assert_eq!(
+        e.db.sql(
+            "SELECT username, real_rip, service, app_password > 0 FROM sasl_log ORDER BY username"
+        )
+        .trim(),
+        format!("{u}\t127.0.0.1\timap\t1\nlocal@example.org\t127.0.0.1\timap\t0")
+    );
+}

@@ -59,7 +59,7 @@ fn serve_config(root: &Path, slapd: &Slapd, secret_file: Option<&Path>) -> (Path
 }
 
 /// The shared secret, as an admin would keep it: one line, not world-readable.
-fn write_secret(root: &Path) -> PathBuf {
+pub(crate) fn write_secret(root: &Path) -> PathBuf {
     let p = root.join("http-secret");
     std::fs::write(&p, format!("{SECRET}\n")).unwrap();
     set_mode(&p, 0o640);
@@ -67,7 +67,7 @@ fn write_secret(root: &Path) -> PathBuf {
 }
 
 /// The shipped Lua script, copied where Dovecot's auth processes can read it.
-fn install_lua(root: &Path) -> PathBuf {
+pub(crate) fn install_lua(root: &Path) -> PathBuf {
     let dir = root.join("dovecot-lua");
     std::fs::create_dir_all(&dir).unwrap();
     set_mode(&dir, 0o755);
@@ -79,7 +79,7 @@ fn install_lua(root: &Path) -> PathBuf {
 
 /// The shipped Dovecot 2.3 block (contrib/dovecot-lua/dovecot-2.3.conf) with
 /// its paths and URL moved to this test.
-fn lua_block_23(lua: &Path, serve_port: u16, secret: &Path) -> String {
+pub(crate) fn lua_block_23(lua: &Path, serve_port: u16, secret: &Path) -> String {
     let text = contrib("dovecot-lua/dovecot-2.3.conf");
     let text = moved(
         &text,
