@@ -137,6 +137,8 @@ impl Env {
             0,
             "{user} / {service}: the directory was asked: {ops:?}\n{r:?}"
         );
+        // Shown with a failing assertion on the code.
+        println!("{user} / {service}: {r:?}");
         r.code
     }
 }
