@@ -300,6 +300,20 @@ fn before_bind(
         return Err(Failure::UnknownUser);
     };
     let pw = password.expose().as_bytes();
+    let (hash, kind) = store.mailbox_secret(&row.username)?.unwrap_or_default();
+    // mailcow's login queries skip resources: `kind NOT REGEXP 'location|thing|group'`.
+    if ["location", "thing", "group"]
+        .iter()
+        .any(|k| kind.contains(k))
+    {
+        trace.step(&format!(
+            "mailbox {} is a resource (kind {kind})",
+            row.username
+        ));
+        return Err(Failure::Denied(format!(
+            "mailbox is a resource (kind \"{kind}\"): resources do not log in"
+        )));
+    }
     let flag = req.service.as_deref().and_then(provision::access_flag);
     let usable = row.may_log_in() && row.domain_active == Some(true);
     for app in store.app_passwords(&row.username)? {
@@ -351,7 +365,6 @@ fn before_bind(
     match row.authsource.as_str() {
         "ldap" => Ok(Early::Bind(Some(row))),
         "mailcow" => {
-            let hash = store.mailbox_password(&row.username)?.unwrap_or_default();
             if !passhash::verify(&hash, pw) {
                 trace.step("mailcow mailbox: the SQL password does not match");
                 return Err(Failure::WrongPassword);

@@ -379,11 +379,11 @@ impl Store {
             .collect())
     }
 
-    /// The SQL password hash (`mailbox.password`) of a mailbox.
-    pub fn mailbox_password(&mut self, username: &str) -> Result<Option<String>, Failure> {
+    /// The SQL password hash (`mailbox.password`) and `kind` of a mailbox.
+    pub fn mailbox_secret(&mut self, username: &str) -> Result<Option<(String, String)>, Failure> {
         self.conn
             .exec_first(
-                "SELECT password FROM mailbox WHERE username = ?",
+                "SELECT password, kind FROM mailbox WHERE username = ?",
                 (username,),
             )
             .map_err(|e| db_failure("reading the mailbox password", e))

@@ -282,6 +282,8 @@ fn mailbox_state_is_checked_before_the_bind() {
         r#"{"pop3_access":"0","imap_access":"1"}"#,
     );
     e.mailbox("kc@example.org", "keycloak", 1, "", "{}");
+    e.mailbox("dup@example.org", "ldap", 1, "", "{}");
+    e.db.sql("UPDATE mailbox SET kind = 'location' WHERE username = 'dup@example.org'");
     e.mailbox("oidc@example.org", "generic-oidc", 1, "", "{}");
     assert_eq!(
         e.quiet(&cfg, "jdoe@example.org", "secret1", "imap"),
@@ -304,6 +306,11 @@ fn mailbox_state_is_checked_before_the_bind() {
         "pop3_access 0"
     );
     assert_eq!(e.quiet(&cfg, "kc@example.org", "x", "imap"), 1, "keycloak");
+    assert_eq!(
+        e.quiet(&cfg, "dup@example.org", "duppw", "imap"),
+        1,
+        "a resource (kind location)"
+    );
     assert_eq!(
         e.quiet(&cfg, "oidc@example.org", "x", "imap"),
         1,
