@@ -477,6 +477,45 @@ fn one_bind_per_login_through_dovecot_lua_and_serve() {
     assert_eq!(ops.total(), 0, "mailcow-SQL password: {ops:?}");
     let ops = step("local@example.org", "chain-Sql-x", false);
     assert_eq!(ops.total(), 0, "wrong mailcow-SQL password: {ops:?}");
+    // SMTP AUTH as Postfix asks it (Cyrus SASL on serve's saslauthd socket,
+    // service "smtp"): the app password and the SQL password, no bind; the
+    // LDAP password, one.
+    let sasl = |user: &str, pw: &str| -> (String, Ops) {
+        let before = e.slapd.binds();
+        let r = serve.sasl(user, pw, "smtp", "").unwrap_or_default();
+        let after = e.slapd.binds();
+        (
+            r,
+            Ops {
+                user: after.user - before.user,
+                user_failed: after.user_failed - before.user_failed,
+                service: after.service - before.service,
+                other: after.other - before.other,
+            },
+        )
+    };
+    let (r, ops) = sasl(u, "chain-App-1");
+    assert!(r.starts_with("OK"), "smtp, app password: {r}");
+    assert_eq!(ops.total(), 0, "smtp, app password: {ops:?}");
+    let (r, ops) = sasl("local@example.org", "chain-Sql-2");
+    assert!(r.starts_with("OK"), "smtp, mailcow-SQL password: {r}");
+    assert_eq!(ops.total(), 0, "smtp, mailcow-SQL password: {ops:?}");
+    let (r, ops) = sasl(u, "secret1");
+    assert!(r.starts_with("OK"), "smtp, LDAP password: {r}");
+    assert_eq!(
+        (ops.user, ops.user_failed),
+        (1, 0),
+        "smtp, LDAP password: {ops:?}"
+    );
+    let (r, ops) = sasl(u, "Wr0ng-smtp-4");
+    assert!(r.starts_with("NO"), "smtp, wrong password: {r}");
+    assert_eq!(
+        (ops.user, ops.user_failed),
+        (1, 1),
+        "smtp, wrong password: {ops:?}"
+    );
+    e.db.sql("DELETE FROM sasl_log WHERE service = 'smtp'");
+
     // The sasl_log rows serve wrote, as mailcow's PHP would have: one per
     // (service, real_rip, username), the last login's (jdoe's app password).
     assert_eq!(
