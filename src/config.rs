@@ -1178,6 +1178,19 @@ mod tests {
     }
 
     #[test]
+    fn passdb_mode() {
+        let db = "[database]\npassword = \"p\"\n";
+        assert!(validate(&format!("{MIN}{db}")).unwrap().full_passdb);
+        assert!(!validate(MIN).unwrap().full_passdb);
+        let c = validate(&format!("{MIN}{db}[mailcow]\npassdb = \"ldap-only\"\n")).unwrap();
+        assert!(!c.full_passdb);
+        let e = validate(&format!("{MIN}[mailcow]\npassdb = \"full\"\n")).unwrap_err();
+        assert!(e.contains("[database]"), "{e}");
+        let e = validate(&format!("{MIN}{db}[mailcow]\npassdb = \"Full\"\n")).unwrap_err();
+        assert!(e.contains("must be"), "{e}");
+    }
+
+    #[test]
     fn missing_required_keys_are_named() {
         assert!(validate("[ldap]\nbase_dn = \"x\"\n")
             .unwrap_err()

@@ -1232,6 +1232,29 @@ pub fn identity_provider_source(rows: &[(String, String)]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn app_password_flags() {
+        let mut a = AppPassword {
+            id: 1,
+            hash: String::new(),
+            active: true,
+            flags: [
+                ("imap_access", true),
+                ("pop3_access", false),
+                ("smtp_access", true),
+                ("sieve_access", false),
+                ("dav_access", true),
+                ("eas_access", true),
+            ],
+        };
+        assert!(a.allows(None));
+        assert!(a.allows(Some("imap_access")));
+        assert!(!a.allows(Some("pop3_access")));
+        assert!(!a.allows(Some("sogo_access")), "no such column: refused");
+        a.flags[0].1 = false;
+        assert!(!a.allows(Some("imap_access")));
+    }
+
     fn rows(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
