@@ -36,8 +36,11 @@ pub const TEXT_KEYS: &[(&str, &str)] = &[
     ("quarantine_category", "reject"),
 ];
 
-/// `user_acl` columns mailcow sets on creation: 1 when the template's
-/// `acl_<column>` is on, else 0. (`pw_reset` is left to its default unless named.)
+/// `user_acl` columns mailcow sets on creation and on update: 1 when the
+/// template's `acl_<column>` is on, else 0 — `pw_reset` too, so a template
+/// without `acl_pw_reset` (the shipped Default) gives 0, not the column's
+/// default 1 (mailbox('add', 'mailbox') gets the template's ACLs as a list;
+/// acl('edit', 'user') sets every column not in it to 0).
 pub const ACL_SET_ON_CREATE: &[&str] = &[
     "spam_alias",
     "tls_policy",
@@ -53,6 +56,7 @@ pub const ACL_SET_ON_CREATE: &[&str] = &[
     "quarantine_notification",
     "quarantine_category",
     "app_passwds",
+    "pw_reset",
 ];
 
 /// A mailbox to create.
@@ -186,18 +190,14 @@ pub fn template_quota(t: &Template) -> u64 {
     }
 }
 
-/// The ACL a template grants: every column mailcow sets (off unless the
-/// template's `acl_<column>` is on), plus `pw_reset` when the template names it.
+/// The ACL a template grants: every column mailcow sets, off unless the
+/// template's `acl_<column>` is on (mailcow: `$value != 0`).
 pub fn template_acl(t: &Template) -> Vec<(String, bool)> {
     let on = |c: &str| t.attributes.get(&format!("acl_{c}")).is_some_and(truthy);
-    let mut acl: Vec<(String, bool)> = ACL_SET_ON_CREATE
+    ACL_SET_ON_CREATE
         .iter()
         .map(|c| ((*c).to_owned(), on(c)))
-        .collect();
-    if t.attributes.contains_key("acl_pw_reset") {
-        acl.push(("pw_reset".to_owned(), on("pw_reset")));
-    }
-    acl
+        .collect()
 }
 
 pub fn template_tags(t: &Template) -> Vec<String> {
@@ -650,7 +650,11 @@ mod tests {
             acl.contains(&("pushover".into(), false)),
             "unnamed columns are off, as in mailcow"
         );
-        assert!(!acl.iter().any(|(c, _)| c == "bogus" || c == "pw_reset"));
+        assert!(!acl.iter().any(|(c, _)| c == "bogus"));
+        assert!(
+            acl.contains(&("pw_reset".into(), false)),
+            "no acl_pw_reset: 0, as in mailcow"
+        );
         assert_eq!(template_tags(&t), vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(new_mailbox("jo@ex.org", "Jo", &t, "now").active, 1);
         assert_eq!(

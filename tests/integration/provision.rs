@@ -136,9 +136,14 @@ fn first_login_writes_every_row_and_nothing_else() {
         e.db.value("SELECT CONCAT(address, '>', goto, '>', domain, '>', active) FROM alias"),
         "jdoe@example.org>jdoe@example.org>example.org>1"
     );
+    // Every column as mailcow's mailbox('add') writes it from the Default
+    // template; it has no acl_pw_reset, so pw_reset is 0 (not the column's 1).
     assert_eq!(
-        e.db.value("SELECT CONCAT(spam_alias, syncjobs, sogo_profile_reset, app_passwds) FROM user_acl WHERE username = 'jdoe@example.org'"),
-        "1001"
+        e.db.sql("SELECT spam_alias, tls_policy, spam_score, spam_policy, delimiter_action, syncjobs, eas_reset, \
+                  sogo_profile_reset, pushover, quarantine, quarantine_attachments, quarantine_notification, \
+                  quarantine_category, app_passwds, pw_reset FROM user_acl WHERE username = 'jdoe@example.org'")
+            .trim(),
+        "1\t1\t1\t1\t1\t0\t1\t0\t1\t1\t1\t1\t1\t1\t0"
     );
     for (table, n) in [
         ("mailbox", 1),
@@ -722,4 +727,26 @@ fn attributes_carry_eas_dav_tfa_and_never_force_a_password_change() {
     );
     assert_eq!(get(&a, "force_pw_update"), "0");
     assert_eq!(get(&a, "attribute_hash"), php_hash(&allowing));
+}
+
+/// A template with `acl_pw_reset: 1` grants it; dropping the key takes it
+/// back on update (mailcow's acl('edit', 'user') sets unlisted columns to 0).
+#[test]
+fn pw_reset_only_when_the_template_grants_it() {
+    let e = Env::new();
+    let granting = DEFAULT_TEMPLATE.replace(
+        "\"acl_app_passwds\":1",
+        "\"acl_app_passwds\":1,\"acl_pw_reset\":1",
+    );
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{granting}' WHERE template = 'Default'"
+    ));
+    let cfg = e.config();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(e.db.value("SELECT pw_reset FROM user_acl"), "1");
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{DEFAULT_TEMPLATE}' WHERE template = 'Default'"
+    ));
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(e.db.value("SELECT pw_reset FROM user_acl"), "0");
 }
