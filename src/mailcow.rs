@@ -652,7 +652,7 @@ impl Store {
             table = "user_acl";
             Self::write_acl(tx, &new.username, &new.acl, false)?;
             table = "tags_mailbox";
-            Self::write_tags(tx, &new.username, &new.tags, false)?;
+            Self::write_tags(tx, &new.username, &new.tags)?;
             Ok(())
         })();
         match res {
@@ -701,11 +701,7 @@ impl Store {
         q: &mut Q,
         username: &str,
         tags: &[String],
-        replace: bool,
     ) -> Result<(), mysql::Error> {
-        if replace {
-            q.exec_drop("DELETE FROM tags_mailbox WHERE username = ?", (username,))?;
-        }
         for t in tags {
             q.exec_drop(
                 "INSERT IGNORE INTO tags_mailbox (tag_name, username) VALUES (?, ?)",
@@ -760,8 +756,11 @@ impl Store {
             if let Some(acl) = &upd.acl {
                 Self::write_acl(&mut tx, &upd.username, acl, true)?;
             }
+            // The template's tags are added, none removed: an admin's own tag
+            // and a tag dropped from the template stay, as with mailcow's
+            // mailbox('edit', 'mailbox') (INSERT per tag, no DELETE).
             if let Some(tags) = &upd.tags {
-                Self::write_tags(&mut tx, &upd.username, tags, true)?;
+                Self::write_tags(&mut tx, &upd.username, tags)?;
             }
             Ok(true)
         })();

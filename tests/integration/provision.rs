@@ -750,3 +750,41 @@ fn pw_reset_only_when_the_template_grants_it() {
     assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
     assert_eq!(e.db.value("SELECT pw_reset FROM user_acl"), "0");
 }
+
+/// On update the template's tags are added and none deleted, as mailcow's
+/// mailbox('edit', 'mailbox'): an admin's own tag stays, and so does a tag
+/// the template no longer has.
+#[test]
+fn template_update_adds_tags_and_keeps_an_admins_tag() {
+    let e = Env::new();
+    let tagged = |tags: &str| DEFAULT_TEMPLATE.replace("\"tags\":[]", &format!("\"tags\":{tags}"));
+    let first = tagged("[\"t1\"]");
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{first}' WHERE template = 'Default'"
+    ));
+    let cfg = e.config();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    e.db.sql(
+        "INSERT INTO tags_mailbox (tag_name, username) VALUES ('by-admin', 'jdoe@example.org')",
+    );
+    let second = tagged("[\"t2\",\"t1\"]");
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{second}' WHERE template = 'Default'"
+    ));
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    let tags = || {
+        e.db.value("SELECT GROUP_CONCAT(tag_name ORDER BY tag_name) FROM tags_mailbox")
+    };
+    assert_eq!(tags(), "by-admin,t1,t2");
+    let third = tagged("[]");
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{third}' WHERE template = 'Default'"
+    ));
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(
+        e.db.value("SELECT JSON_VALUE(attributes, '$.attribute_hash') FROM mailbox"),
+        php_hash(&third),
+        "the update ran"
+    );
+    assert_eq!(tags(), "by-admin,t1,t2", "nothing deleted");
+}
