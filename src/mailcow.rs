@@ -255,6 +255,16 @@ pub fn describe(e: &mysql::Error) -> String {
     }
 }
 
+/// `bytes` random bytes from the kernel, as hex.
+fn random_hex(bytes: usize) -> Result<String, mysql::Error> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(mysql::Error::IoError)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -653,6 +663,8 @@ impl Store {
             Self::write_acl(tx, &new.username, &new.acl, false)?;
             table = "tags_mailbox";
             Self::write_tags(tx, &new.username, &new.tags)?;
+            table = "_sogo_static_view";
+            Self::refresh_sogo_row(tx, &new.username)?;
             Ok(())
         })();
         match res {
@@ -711,6 +723,45 @@ impl Store {
         Ok(())
     }
 
+    /// SOGo's row of one mailbox (`_sogo_static_view`, a table SOGo reads its
+    /// users from), made as mailcow's `update_sogo_static_view($mailbox)`
+    /// (functions.inc.php) makes it: from the mailbox, its aliases
+    /// (`grouped_mail_aliases`, matched as mailcow matches them), its alias
+    /// domains' addresses and external sender ACLs, written when the mailbox
+    /// is active 1, removed when it is not (0, or 2 "disallow login"). Inside
+    /// the caller's transaction, so SOGo never sees a mailbox change without
+    /// its row. `c_password` is a salted SHA-256 of random bytes, never used
+    /// to log in (mailcow means the same but, its variables being undefined
+    /// there, writes the hash of the empty password).
+    fn refresh_sogo_row<Q: Queryable>(q: &mut Q, username: &str) -> Result<(), mysql::Error> {
+        let random = random_hex(40)?;
+        let (secret, salt) = random.split_at(48);
+        q.exec_drop(
+            "INSERT INTO _sogo_static_view (c_uid, domain, c_name, c_password, c_cn, mail, aliases, ad_aliases, ext_acl, kind, multiple_bookings) \
+             SELECT m.username, m.domain, m.username, \
+               CONCAT('{SSHA256}', TO_BASE64(CONCAT(UNHEX(SHA2(CONCAT(UNHEX(:secret), UNHEX(:salt)), 256)), UNHEX(:salt)))), \
+               m.name, m.username, \
+               IFNULL(GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' '), ''), \
+               IFNULL(gda.ad_alias, ''), IFNULL(ext.send_as_acl, ''), m.kind, m.multiple_bookings \
+             FROM mailbox m \
+               LEFT OUTER JOIN grouped_mail_aliases ga ON ga.username REGEXP CONCAT('(^|,)', m.username, '($|,)') \
+               LEFT OUTER JOIN grouped_domain_alias_address gda ON gda.username = m.username \
+               LEFT OUTER JOIN grouped_sender_acl_external ext ON ext.username = m.username \
+             WHERE m.username = :username AND m.active = '1' \
+             GROUP BY m.username \
+             ON DUPLICATE KEY UPDATE domain = VALUES(domain), c_name = VALUES(c_name), \
+               c_password = VALUES(c_password), c_cn = VALUES(c_cn), mail = VALUES(mail), \
+               aliases = VALUES(aliases), ad_aliases = VALUES(ad_aliases), ext_acl = VALUES(ext_acl), \
+               kind = VALUES(kind), multiple_bookings = VALUES(multiple_bookings)",
+            params! { "secret" => secret, "salt" => salt, "username" => username },
+        )?;
+        q.exec_drop(
+            "DELETE FROM _sogo_static_view WHERE c_uid = :username \
+             AND NOT EXISTS (SELECT 1 FROM mailbox WHERE username = :username AND active = '1')",
+            params! { "username" => username },
+        )
+    }
+
     /// Apply a template (and name) to an existing `ldap` mailbox in one
     /// transaction. Never changes `active`, the password or the authsource.
     /// Returns whether it was applied now (not already, by someone else).
@@ -762,6 +813,7 @@ impl Store {
             if let Some(tags) = &upd.tags {
                 Self::write_tags(&mut tx, &upd.username, tags)?;
             }
+            Self::refresh_sogo_row(&mut tx, &upd.username)?;
             Ok(true)
         })();
         match res {
@@ -885,6 +937,7 @@ impl Store {
                     "UPDATE alias SET active = 0 WHERE address = ? AND goto = ?",
                     (username, username),
                 )?;
+                Self::refresh_sogo_row(&mut tx, username)?;
             }
             Ok(hit)
         })();
@@ -934,6 +987,7 @@ impl Store {
                     "UPDATE alias SET active = 1 WHERE address = ? AND goto = ?",
                     (username, username),
                 )?;
+                Self::refresh_sogo_row(&mut tx, username)?;
                 return Ok(Presence::Reactivated);
             }
             if missing.is_some() {

@@ -788,3 +788,54 @@ fn template_update_adds_tags_and_keeps_an_admins_tag() {
     );
     assert_eq!(tags(), "by-admin,t1,t2", "nothing deleted");
 }
+
+/// SOGo's row (`_sogo_static_view`) as mailcow's update_sogo_static_view()
+/// writes it: on creation, refreshed when the name changes (with the
+/// mailbox's aliases, alias-domain addresses and external sender ACLs), and
+/// gone while the mailbox is not active 1.
+#[test]
+fn sogo_rows_created_renamed_and_removed() {
+    let e = Env::new();
+    let cfg = e.config();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    let row = || {
+        e.db.sql(
+            "SELECT c_uid, domain, c_name, c_cn, mail, aliases, ad_aliases, ext_acl, kind, multiple_bookings, \
+             c_l IS NULL AND c_o IS NULL AND c_ou IS NULL AND c_telephonenumber IS NULL FROM _sogo_static_view",
+        )
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(
+        row(),
+        "jdoe@example.org\texample.org\tjdoe@example.org\tJohn Doe\tjdoe@example.org\t\t\t\t\t-1\t1"
+    );
+    let password = e.db.value("SELECT c_password FROM _sogo_static_view");
+    assert!(password.starts_with("{SSHA256}"), "{password}");
+    assert_ne!(
+        password, "{SSHA256}47DEQpj8HBSa+/TImW5JCeuQeRkm5NMpJWZG3hSuFU0=",
+        "never the hash of the empty password"
+    );
+    // Aliases (an inactive one and one hidden from SOGo do not count), an
+    // alias domain and an external sender ACL; then the name changes.
+    e.db.sql(
+        "INSERT INTO alias (address, goto, domain, active) VALUES ('john@example.org', 'jdoe@example.org', 'example.org', 1), \
+           ('doe@example.org', 'other@example.org,jdoe@example.org', 'example.org', 1), \
+           ('off@example.org', 'jdoe@example.org', 'example.org', 0);\
+         INSERT INTO alias (address, goto, domain, active, sogo_visible) VALUES ('hidden@example.org', 'jdoe@example.org', 'example.org', 1, 0);\
+         INSERT INTO alias_domain (alias_domain, target_domain) VALUES ('example.net', 'example.org');\
+         INSERT INTO sender_acl (logged_in_as, send_as, external) VALUES ('jdoe@example.org', 'jd@elsewhere.example', 1), \
+           ('jdoe@example.org', 'internal@example.org', 0);",
+    );
+    e.slapd.modify(
+        "dn: uid=jdoe,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: displayName\ndisplayName: John Q. Doe\n",
+    );
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    assert_eq!(e.db.value("SELECT name FROM mailbox"), "John Q. Doe");
+    assert_eq!(
+        row(),
+        "jdoe@example.org\texample.org\tjdoe@example.org\tJohn Q. Doe\tjdoe@example.org\t\
+         doe@example.org john@example.org\tjdoe@example.net\tjd@elsewhere.example\t\t-1\t1"
+    );
+    assert_eq!(e.count("_sogo_static_view"), 1);
+}

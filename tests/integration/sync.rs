@@ -586,3 +586,54 @@ fn directory_values_never_break_a_log_line() {
         r.stdout
     );
 }
+
+/// SOGo's rows follow the sync in the same transactions: one per imported
+/// mailbox, removed when sync deactivates it, back when it reactivates it
+/// (mailcow's update_sogo_static_view() keeps rows of active 1 mailboxes only).
+#[test]
+fn sogo_rows_follow_import_deactivation_and_reactivation() {
+    let e = Env::new(5, "");
+    let cfg = e.config(
+        "deactivate_missing = true\nmissing_grace_hours = 0\nmax_deactivate_percent = 100\n",
+    );
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    let imported = e.count("authsource = 'ldap'");
+    assert!(imported >= 5, "{imported}");
+    assert_eq!(
+        e.db.value("SELECT COUNT(*) FROM _sogo_static_view v JOIN mailbox m ON m.username = v.c_uid AND m.name = v.c_cn AND m.domain = v.domain"),
+        imported.to_string()
+    );
+    let sogo = |u: &str| {
+        e.db.value(&format!(
+            "SELECT COUNT(*) FROM _sogo_static_view WHERE c_uid = '{u}'"
+        ))
+    };
+    e.delete_user(3);
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    assert_eq!(sogo("u3@example.org"), "1", "only marked missing");
+    let r = e.sync(&cfg, &["--force"]);
+    assert!(
+        r.stdout.contains("deactivate u3@example.org"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(sogo("u3@example.org"), "0");
+    assert_eq!(
+        e.db.value("SELECT COUNT(*) FROM _sogo_static_view"),
+        (imported - 1).to_string()
+    );
+    e.slapd.add(
+        &directory(4)
+            .split("\n\n")
+            .filter(|b| b.contains("uid=u3,"))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    );
+    let r = e.sync(&cfg, &["--force"]);
+    assert!(
+        r.stdout.contains("reactivate u3@example.org"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(sogo("u3@example.org"), "1");
+}
