@@ -177,7 +177,9 @@ impl CronLog {
         let priority = match level {
             Level::Info => "info",
             Level::Warning => "warning",
-            Level::Error => "error",
+            // mailcow's own crons log "err" (crons/ldap-sync.php `logMsg("err", ...)`),
+            // and its UI badges emerg/alert/crit/err in red.
+            Level::Error => "err",
         };
         let json = entry_json(crate::health::unix_now(), priority, message);
         let res = match &mut self.conn {

@@ -1147,6 +1147,11 @@ pub fn ui_settings(rows: &[(String, String)]) -> Result<UiSettings, String> {
         );
     }
     ui.provisioning.default_template = text("default_template");
+    // The UI's "Auto-create users on login": PHP's boolval() of the row, on
+    // when there is none (identity_provider('get') in mailcow's
+    // functions.inc.php). It stops creation at login only: mailcow's sync
+    // (crons/ldap-sync.php) imports on `import_users` alone, and so does ours.
+    ui.provisioning.login_provisioning = get("login_provisioning").map(|v| php_boolval(&v));
     ui.sync = RawSync {
         import_users: flag("import_users"),
         periodic_full_sync: flag("periodic_sync"),
@@ -1154,6 +1159,11 @@ pub fn ui_settings(rows: &[(String, String)]) -> Result<UiSettings, String> {
         ..RawSync::default()
     };
     Ok(ui)
+}
+
+/// PHP's `boolval()` of a string: false for "" and "0", true otherwise.
+fn php_boolval(v: &str) -> bool {
+    !matches!(v, "" | "0")
 }
 
 /// Load the configuration, merging mailcow's UI settings from the database
@@ -1372,6 +1382,16 @@ mod tests {
             ("default", "Default")
         );
         assert_eq!(ui.provisioning.default_template, None);
+        assert_eq!(ui.provisioning.login_provisioning, None, "no row: on");
+        let off = |v: &str| {
+            ui_settings(&rows(&[("authsource", "ldap"), ("login_provisioning", v)]))
+                .unwrap()
+                .provisioning
+                .login_provisioning
+        };
+        assert_eq!(off("0"), Some(false));
+        assert_eq!(off(""), Some(false));
+        assert_eq!(off("1"), Some(true));
         assert_eq!(ui.sync.import_users, Some(true));
         assert_eq!(ui.sync.periodic_full_sync, Some(false));
         assert_eq!(ui.sync.interval_minutes, Some(5));

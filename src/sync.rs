@@ -892,7 +892,8 @@ fn report(
         Err(Failure::Temporary(why)) => Err(Failure::Temporary(why)),
         Err(f) => {
             counts.failed += 1;
-            out.warn(&format!("could not {what}: {f}"));
+            // An error, as mailcow's crons/ldap-sync.php logs "Could not create user".
+            out.error(&format!("could not {what}: {f}"));
             Ok(())
         }
     }

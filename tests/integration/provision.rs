@@ -5,7 +5,7 @@
 use crate::support::mariadb::Db;
 use crate::support::slapd::{BASE, HMUELLER_PW, READER_DN, READER_PW};
 use crate::support::{
-    checkpassword, creds, free_port, lookup, write_config, Run, Slapd, StubReply,
+    admin, checkpassword, creds, free_port, lookup, write_config, Run, Slapd, StubReply,
 };
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
@@ -838,4 +838,45 @@ fn sogo_rows_created_renamed_and_removed() {
          doe@example.org john@example.org\tjdoe@example.net\tjd@elsewhere.example\t\t-1\t1"
     );
     assert_eq!(e.count("_sogo_static_view"), 1);
+}
+
+/// The UI's "Auto-create users on login" off (`identity_provider` row
+/// `login_provisioning` = 0) stops creation at login, as mailcow's
+/// ldap_mbox_login() does; a sync import still creates (mailcow's
+/// crons/ldap-sync.php does not look at it).
+#[test]
+fn login_provisioning_off_in_the_ui_stops_login_creation_not_import() {
+    let e = Env::new();
+    e.db.sql(&format!(
+        "INSERT INTO identity_provider (`key`, `value`) VALUES ('authsource', 'ldap'), ('host', '127.0.0.1'), \
+         ('port', '{}'), ('basedn', '{BASE}'), ('username_field', 'mail'), ('filter', ''), \
+         ('attribute_field', 'othermailbox'), ('binddn', '{READER_DN}'), ('bindpass', '{READER_PW}'), \
+         ('use_ssl', ''), ('use_tls', ''), ('ignore_ssl_error', ''), ('mappers', '[\"default\"]'), \
+         ('templates', '[\"Default\"]'), ('import_users', '0'), ('periodic_sync', '0'), ('sync_interval', '15'), \
+         ('login_provisioning', '0')",
+        e.slapd.port
+    ));
+    let text = format!(
+        "state_dir = \"{}\"\n{}\n[mailcow]\nsettings_from_database = true\n\n[sync]\nimport_users = true\n",
+        e.path().display(),
+        e.db.section()
+    );
+    let cfg = write_config(e.path(), "ui.toml", &text);
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("login_provisioning is off"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(e.count("mailbox"), 0);
+    let r = admin(&cfg, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        e.db.value("SELECT COUNT(*) FROM mailbox WHERE username = 'jdoe@example.org'"),
+        "1"
+    );
+    // Switched on again in the UI: an existing mailbox logs in, and so would a new one.
+    e.db.sql("UPDATE identity_provider SET `value` = '1' WHERE `key` = 'login_provisioning'");
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
 }

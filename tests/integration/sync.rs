@@ -159,7 +159,7 @@ fn import_then_no_op_then_template_change() {
         assert_eq!(v["task"], "LDAP Sync (mailcow-ldap-auth)");
         assert!(v["time"].as_u64().unwrap() > 1_700_000_000);
         assert!(
-            ["info", "warning", "error"].contains(&v["priority"].as_str().unwrap()),
+            ["info", "warning", "err"].contains(&v["priority"].as_str().unwrap()),
             "{line}"
         );
         assert!(v["message"].is_string());
@@ -468,6 +468,20 @@ fn refusals_inside_a_page_roll_back_alone() {
         "{}",
         r.stdout
     );
+    // In mailcow's Crontasks log as mailcow's crons write errors: priority "err".
+    let failed: Vec<serde_json::Value> = e
+        .redis
+        .cron_log()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("could not create u2@example.org"))
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["priority"], "err");
     assert!(r.stdout.contains("Max. possible mailboxes"), "{}", r.stdout);
     // Exactly the created ones have rows, each complete; the refused ones have none.
     assert_eq!(e.count("1"), 5);
