@@ -178,6 +178,7 @@ pub struct RawSync {
     pub missing_grace_hours: Option<u64>,
     pub max_deactivate_percent: Option<u32>,
     pub alongside_mailcow_sync: Option<bool>,
+    pub import_requires_attribute: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -339,6 +340,9 @@ pub struct SyncConfig {
     pub max_deactivate_percent: u32,
     /// Run even while mailcow's own LDAP sync is switched on in its UI.
     pub alongside_mailcow_sync: bool,
+    /// Import only entries that have `attribute_field`, even with a
+    /// `default_template` (mailcow's crons/ldap-sync.php rule).
+    pub import_requires_attribute: bool,
 }
 
 /// `[serve]`: the long-running service.
@@ -622,6 +626,7 @@ impl RawConfig {
             max_deactivate_percent: max_pct,
             // The file's key only: mailcow's UI has no such switch.
             alongside_mailcow_sync: s.alongside_mailcow_sync.unwrap_or(false),
+            import_requires_attribute: s.import_requires_attribute.unwrap_or(false),
         };
 
         let log_target = match self.log_target.as_deref().unwrap_or("auto") {

@@ -140,6 +140,18 @@ pub fn plan_page(
     now: &str,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
+    // Entries of this page by address: an address two entries share is
+    // skipped for both, as a login of it is refused as ambiguous (a mailbox
+    // nobody could log in to is not made).
+    let mut entries_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for u in users {
+        if let Ok(a) = &u.address {
+            entries_of
+                .entry(a.as_str())
+                .or_default()
+                .push(u.dn.as_str());
+        }
+    }
     for u in users {
         let address = match &u.address {
             Ok(a) => a.clone(),
@@ -151,6 +163,19 @@ pub fn plan_page(
                 continue;
             }
         };
+        if let Some(dns) = entries_of.get(address.as_str()).filter(|d| d.len() > 1) {
+            if seen.insert(address.clone()) {
+                changes.push(Change::Skip {
+                    who: address,
+                    reason: format!(
+                        "{} directory entries have this address ({}): a login of it is refused as ambiguous",
+                        dns.len(),
+                        dns.join("; ")
+                    ),
+                });
+            }
+            continue;
+        }
         if !seen.insert(address.clone()) {
             changes.push(Change::Skip {
                 who: address,
@@ -300,7 +325,11 @@ pub fn size_limit_advice(bind_dn: Option<&str>, entries: usize) -> String {
     )
 }
 
-/// The search filter of a sync: every user the login filter could let in.
+/// The search filter of a sync: every user the login filter could let in
+/// and give a mailbox. With a `default_template` an entry without
+/// `attribute_field` gets one at login, so the sync imports it too, unless
+/// `sync.import_requires_attribute` asks for mailcow's rule (its
+/// crons/ldap-sync.php always searches `(attribute_field=*)`).
 pub fn sync_filter(cfg: &Config) -> String {
     let uf = &cfg.ldap.username_field;
     let mut parts = String::new();
@@ -310,11 +339,10 @@ pub fn sync_filter(cfg: &Config) -> String {
         FilterTemplate::Placeholder(f) => parts.push_str(&f.replace("%u", "*").replace("%s", "*")),
     }
     parts.push_str(&format!("({uf}=*)"));
-    if let (Some(af), None) = (
-        &cfg.ldap.attribute_field,
-        &cfg.provisioning.default_template,
-    ) {
-        parts.push_str(&format!("({af}=*)"));
+    if let Some(af) = &cfg.ldap.attribute_field {
+        if cfg.provisioning.default_template.is_none() || cfg.sync.import_requires_attribute {
+            parts.push_str(&format!("({af}=*)"));
+        }
     }
     format!("(&{parts})")
 }
@@ -1001,6 +1029,13 @@ mod tests {
             sync_filter(&cfg("[provisioning]\ndefault_template = \"T\"\n")),
             "(&(mail=*))"
         );
+        assert_eq!(
+            sync_filter(&cfg(
+                "[provisioning]\ndefault_template = \"T\"\n[sync]\nimport_requires_attribute = true\n"
+            )),
+            "(&(mail=*)(ou=*))",
+            "mailcow's rule"
+        );
         let c = cfg("").ldap.clone();
         let _ = c;
         let mut c = cfg("");
@@ -1038,12 +1073,20 @@ mod tests {
         ];
         let mut seen = HashSet::new();
         let plan = plan_page(&c, &users, &rows, &t, &mut seen, "now");
-        assert!(matches!(&plan[0], Change::Create(n) if n.username == "new@x"));
+        // new@x twice in the page: skipped once, for both entries (as a login is refused).
+        assert!(
+            matches!(&plan[0], Change::Skip { who, reason } if who == "new@x" && reason.contains("2 directory entries"))
+        );
         assert!(matches!(&plan[1], Change::Update(u) if u.username == "stale@x"));
         assert!(matches!(&plan[2], Change::Skip { who, .. } if who == "nomap@x"));
-        assert!(matches!(&plan[3], Change::Skip { reason, .. } if reason.contains("same address")));
-        assert_eq!(plan.len(), 4, "{plan:?}");
+        assert_eq!(plan.len(), 3, "{plan:?}");
         assert_eq!(seen.len(), 5);
+        // Across pages: the later entry is skipped.
+        let plan = plan_page(&c, &users[..1], &rows, &t, &mut seen, "now");
+        assert!(
+            matches!(&plan[0], Change::Skip { reason, .. } if reason.contains("same address")),
+            "{plan:?}"
+        );
         // Import off: nothing created; full sync off: nothing updated.
         let c = cfg("[sync]\nimport_users = false\nperiodic_full_sync = false\n");
         let plan = plan_page(&c, &users[..3], &rows, &t, &mut HashSet::new(), "now");
