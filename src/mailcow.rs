@@ -725,40 +725,52 @@ impl Store {
 
     /// SOGo's row of one mailbox (`_sogo_static_view`, a table SOGo reads its
     /// users from), made as mailcow's `update_sogo_static_view($mailbox)`
-    /// (functions.inc.php) makes it: from the mailbox, its aliases
-    /// (`grouped_mail_aliases`, matched as mailcow matches them), its alias
-    /// domains' addresses and external sender ACLs, written when the mailbox
+    /// (functions.inc.php) makes it: from the mailbox, its aliases (mailcow's
+    /// `grouped_mail_aliases`, matched as mailcow matches them), its alias
+    /// domains' addresses (`grouped_domain_alias_address`) and external sender
+    /// ACLs (`grouped_sender_acl_external`) — the views' definitions from
+    /// init_db.inc.php, asked for this mailbox only and with plain reads, so
+    /// no other mailbox's row is read or locked (mailcow's INSERT ... SELECT
+    /// over the views locks every mailbox it scans). Written when the mailbox
     /// is active 1, removed when it is not (0, or 2 "disallow login"). Inside
     /// the caller's transaction, so SOGo never sees a mailbox change without
     /// its row. `c_password` is a salted SHA-256 of random bytes, never used
     /// to log in (mailcow means the same but, its variables being undefined
     /// there, writes the hash of the empty password).
     fn refresh_sogo_row<Q: Queryable>(q: &mut Q, username: &str) -> Result<(), mysql::Error> {
+        type SogoRow = (String, Option<String>, String, i64, String, String, String);
+        let row: Option<SogoRow> = q.exec_first(
+            "SELECT m.domain, m.name, m.kind, m.multiple_bookings, \
+               IFNULL((SELECT GROUP_CONCAT(g.aliases ORDER BY g.aliases SEPARATOR ' ') FROM \
+                 (SELECT GROUP_CONCAT(address ORDER BY address SEPARATOR ' ') AS aliases FROM alias \
+                  WHERE address != goto AND active = '1' AND sogo_visible = '1' AND address NOT LIKE '@%' \
+                  AND goto REGEXP CONCAT('(^|,)', :username, '($|,)') GROUP BY goto) g), ''), \
+               IFNULL((SELECT GROUP_CONCAT(m.local_part, '@', ad.alias_domain SEPARATOR ' ') \
+                 FROM alias_domain ad WHERE ad.target_domain = m.domain), ''), \
+               IFNULL((SELECT GROUP_CONCAT(send_as SEPARATOR ' ') FROM sender_acl \
+                 WHERE logged_in_as = :username AND send_as NOT LIKE '@%' AND external = '1'), '') \
+             FROM mailbox m WHERE m.username = :username AND m.active = '1'",
+            params! { "username" => username },
+        )?;
+        let Some((domain, name, kind, bookings, aliases, ad_aliases, ext_acl)) = row else {
+            return q.exec_drop("DELETE FROM _sogo_static_view WHERE c_uid = ?", (username,));
+        };
         let random = random_hex(40)?;
         let (secret, salt) = random.split_at(48);
         q.exec_drop(
             "INSERT INTO _sogo_static_view (c_uid, domain, c_name, c_password, c_cn, mail, aliases, ad_aliases, ext_acl, kind, multiple_bookings) \
-             SELECT m.username, m.domain, m.username, \
+             VALUES (:username, :domain, :username, \
                CONCAT('{SSHA256}', TO_BASE64(CONCAT(UNHEX(SHA2(CONCAT(UNHEX(:secret), UNHEX(:salt)), 256)), UNHEX(:salt)))), \
-               m.name, m.username, \
-               IFNULL(GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' '), ''), \
-               IFNULL(gda.ad_alias, ''), IFNULL(ext.send_as_acl, ''), m.kind, m.multiple_bookings \
-             FROM mailbox m \
-               LEFT OUTER JOIN grouped_mail_aliases ga ON ga.username REGEXP CONCAT('(^|,)', m.username, '($|,)') \
-               LEFT OUTER JOIN grouped_domain_alias_address gda ON gda.username = m.username \
-               LEFT OUTER JOIN grouped_sender_acl_external ext ON ext.username = m.username \
-             WHERE m.username = :username AND m.active = '1' \
-             GROUP BY m.username \
+               :name, :username, :aliases, :ad_aliases, :ext_acl, :kind, :bookings) \
              ON DUPLICATE KEY UPDATE domain = VALUES(domain), c_name = VALUES(c_name), \
                c_password = VALUES(c_password), c_cn = VALUES(c_cn), mail = VALUES(mail), \
                aliases = VALUES(aliases), ad_aliases = VALUES(ad_aliases), ext_acl = VALUES(ext_acl), \
                kind = VALUES(kind), multiple_bookings = VALUES(multiple_bookings)",
-            params! { "secret" => secret, "salt" => salt, "username" => username },
-        )?;
-        q.exec_drop(
-            "DELETE FROM _sogo_static_view WHERE c_uid = :username \
-             AND NOT EXISTS (SELECT 1 FROM mailbox WHERE username = :username AND active = '1')",
-            params! { "username" => username },
+            params! {
+                "username" => username, "domain" => domain, "secret" => secret, "salt" => salt,
+                "name" => name, "aliases" => aliases, "ad_aliases" => ad_aliases,
+                "ext_acl" => ext_acl, "kind" => kind, "bookings" => bookings,
+            },
         )
     }
 

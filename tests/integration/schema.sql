@@ -4,9 +4,9 @@
 -- has mailcow's attributes (`ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
 -- ROW_FORMAT=DYNAMIC`: the charset's default collation, utf8mb4_general_ci,
 -- as mailcow's my.cnf sets for the server).
--- _sogo_static_view, sender_acl, alias_domain and the three views SOGo's rows
--- are made from: mailcow-dockerized 2026-07a (commit 06424670, db_version
--- 19022026_1220).
+-- Checked column by column against mailcow-dockerized 2026-07a (commit
+-- 06424670, db_version 19022026_1220), with _sogo_static_view, sender_acl,
+-- alias_domain and the three views SOGo's rows are made from.
 
 CREATE TABLE `domain` (
   `domain` VARCHAR(255) NOT NULL,
@@ -64,7 +64,6 @@ CREATE TABLE `alias` (
   `address` VARCHAR(255) NOT NULL,
   `goto` TEXT NOT NULL,
   `domain` VARCHAR(255) NOT NULL,
-  `comment` TEXT,
   `private_comment` TEXT,
   `public_comment` TEXT,
   `created` DATETIME(0) NOT NULL DEFAULT NOW(0),
@@ -81,14 +80,14 @@ CREATE TABLE `alias` (
 CREATE TABLE `quota2` (
   `username` VARCHAR(255) NOT NULL,
   `bytes` BIGINT(20) NOT NULL DEFAULT '0',
-  `messages` INT(11) NOT NULL DEFAULT '0',
+  `messages` BIGINT(20) NOT NULL DEFAULT '0',
   PRIMARY KEY (`username`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 ROW_FORMAT=DYNAMIC;
 
 CREATE TABLE `quota2replica` (
   `username` VARCHAR(255) NOT NULL,
   `bytes` BIGINT(20) NOT NULL DEFAULT '0',
-  `messages` INT(11) NOT NULL DEFAULT '0',
+  `messages` BIGINT(20) NOT NULL DEFAULT '0',
   PRIMARY KEY (`username`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 ROW_FORMAT=DYNAMIC;
 
