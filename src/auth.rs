@@ -614,8 +614,22 @@ fn update_existing(
                 "mailbox {} updated from the directory",
                 log::clean(&row.username)
             ));
+            apply_rate_limit(cfg, &row.username, upd.rate_limit.as_ref());
             Ok(true)
         }
+    }
+}
+
+/// The template's rate limit into mailcow's Redis after the mailbox was
+/// written; a Redis problem is logged, never a failed login (mailcow's
+/// mailbox('add') goes on without it too).
+pub fn apply_rate_limit(cfg: &Config, mailbox: &str, rl: Option<&provision::RateLimit>) {
+    let Some(rl) = rl else { return };
+    if let Err(e) = crate::cronlog::write_rate_limit(cfg.redis_url.as_ref(), mailbox, rl) {
+        log::warn(&format!(
+            "mailbox {}: the template's rate limit was not written to mailcow's Redis ({e})",
+            log::clean(mailbox)
+        ));
     }
 }
 
@@ -690,6 +704,7 @@ fn create_new(
             log::clean(address),
             log::clean(&new.template)
         ));
+        apply_rate_limit(cfg, address, new.rate_limit.as_ref());
     }
     store.mailbox(address)?.ok_or_else(|| {
         Failure::Temporary("the new mailbox vanished right after its creation".into())

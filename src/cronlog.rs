@@ -135,6 +135,42 @@ impl Conn {
     }
 }
 
+/// The Redis hash of mailcow's rate limits (`RL_VALUE`: mailbox or domain ->
+/// "<n> / 1<frame>"), read by its rspamd rate-limit plugin.
+pub const RL_HASH: &str = "RL_VALUE";
+
+/// Whether "no Redis: template rate limits are not applied" was said in this process.
+static NO_REDIS_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Write a template's rate limit for `mailbox` into mailcow's Redis, as
+/// mailcow's `ratelimit('edit', 'mailbox', ...)` does. Never fails the
+/// caller: without `mailcow.redis_url` it says once per process that
+/// template rate limits are not applied; a Redis error is returned for the
+/// caller to log.
+pub fn write_rate_limit(
+    redis_url: Option<&Secret>,
+    mailbox: &str,
+    rl: &crate::provision::RateLimit,
+) -> Result<(), String> {
+    use crate::provision::RateLimit;
+    let Some(url) = redis_url else {
+        if matches!(rl, RateLimit::Set(_))
+            && !NO_REDIS_SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::warn(
+                "template rate limits (rl_value / rl_frame) are not applied: no mailcow.redis_url is set",
+            );
+        }
+        return Ok(());
+    };
+    let target = parse_url(url.expose())?;
+    let mut c = Conn::open(&target)?;
+    match rl {
+        RateLimit::Set(v) => c.call(&["HSET", RL_HASH, mailbox, v]),
+        RateLimit::Clear => c.call(&["HDEL", RL_HASH, mailbox]),
+    }
+}
+
 /// Where sync messages go: always the system log, and CRON_LOG when configured.
 pub struct CronLog {
     target: Option<RedisTarget>,

@@ -73,6 +73,18 @@ pub struct NewMailbox {
     pub acl: Vec<(String, bool)>,
     pub tags: Vec<String>,
     pub template: String,
+    /// The template's rate limit for mailcow's Redis (`None`: leave it).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A mailbox's entry in mailcow's Redis hash `RL_VALUE`, as
+/// `ratelimit('edit', 'mailbox', ...)` (functions.ratelimit.inc.php) writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimit {
+    /// `HSET RL_VALUE <mailbox> "<n> / 1<frame>"`.
+    Set(String),
+    /// `HDEL RL_VALUE <mailbox>`: the template's `rl_value` is empty or 0.
+    Clear,
 }
 
 impl NewMailbox {
@@ -91,6 +103,7 @@ pub struct MailboxUpdate {
     /// `None`: leave the ACL as it is (only the name changed).
     pub acl: Option<Vec<(String, bool)>>,
     pub tags: Option<Vec<String>>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl MailboxUpdate {
@@ -198,6 +211,21 @@ pub fn template_acl(t: &Template) -> Vec<(String, bool)> {
         .iter()
         .map(|c| ((*c).to_owned(), on(c)))
         .collect()
+}
+
+/// The template's rate limit as mailcow applies it: only when the template
+/// has both `rl_value` and `rl_frame`, the frame one of s, m, h, d (else
+/// mailcow refuses it and leaves Redis alone); `intval(rl_value)` 0 clears.
+pub fn template_rate_limit(t: &Template) -> Option<RateLimit> {
+    let value = t.attributes.get("rl_value")?;
+    let frame = match t.attributes.get("rl_frame")? {
+        Value::String(s) if matches!(s.as_str(), "s" | "m" | "h" | "d") => s.clone(),
+        _ => return None,
+    };
+    Some(match php_intval(value) {
+        0 => RateLimit::Clear,
+        n => RateLimit::Set(format!("{n} / 1{frame}")),
+    })
 }
 
 pub fn template_tags(t: &Template) -> Vec<String> {
@@ -509,6 +537,7 @@ pub fn new_mailbox(address: &str, name: &str, t: &Template, now: &str) -> NewMai
         acl: template_acl(t),
         tags: template_tags(t),
         template: t.name.clone(),
+        rate_limit: template_rate_limit(t),
     }
 }
 
@@ -534,6 +563,7 @@ pub fn plan_update(
             attributes: mailbox_attributes(t, Some(&row.attributes), now),
             acl: Some(template_acl(t)),
             tags: Some(template_tags(t)),
+            rate_limit: template_rate_limit(t),
         },
         None => MailboxUpdate {
             username: row.username.clone(),
@@ -542,6 +572,7 @@ pub fn plan_update(
             attributes: row.attributes.clone(),
             acl: None,
             tags: None,
+            rate_limit: None,
         },
     })
 }
@@ -669,6 +700,27 @@ mod tests {
             new_mailbox("jo@ex.org", "Jo", &template(r#"{"active":"2"}"#), "now").active,
             2
         );
+    }
+
+    #[test]
+    fn rate_limits_as_mailcow_writes_them() {
+        let rl = |text: &str| template_rate_limit(&template(text));
+        assert_eq!(
+            rl(r#"{"rl_value":"10","rl_frame":"m"}"#),
+            Some(RateLimit::Set("10 / 1m".into()))
+        );
+        assert_eq!(
+            rl(r#"{"rl_value":250,"rl_frame":"h"}"#),
+            Some(RateLimit::Set("250 / 1h".into()))
+        );
+        // The shipped Default template: rl_value "" clears.
+        assert_eq!(
+            rl(r#"{"rl_value":"","rl_frame":"s"}"#),
+            Some(RateLimit::Clear)
+        );
+        assert_eq!(rl(r#"{"rl_value":"5","rl_frame":"w"}"#), None);
+        assert_eq!(rl(r#"{"rl_value":"5"}"#), None);
+        assert_eq!(rl(r#"{}"#), None);
     }
 
     #[test]

@@ -747,7 +747,7 @@ fn sync_once(
         match plan_missing(cfg, &mailboxes, &seen, incomplete.clone(), now) {
             Ok(changes) => {
                 for c in changes {
-                    apply(&mut store, &c, opts, out, counts)?;
+                    apply(cfg, &mut store, &c, opts, out, counts)?;
                 }
             }
             Err(hold) => out.warn(&hold.to_string()),
@@ -803,6 +803,9 @@ fn apply_page(
             let results = store.create_mailboxes(group)?;
             for (new, res) in group.iter().zip(results) {
                 let res = res.map(|created| created == Created::Created);
+                if res == Ok(true) {
+                    crate::auth::apply_rate_limit(cfg, &new.username, new.rate_limit.as_ref());
+                }
                 report(&describe_create(new), CountAs::Created, res, out, counts)?;
             }
         }
@@ -811,7 +814,7 @@ fn apply_page(
         .iter()
         .filter(|c| opts.dry_run || !matches!(c, Change::Create(_)))
     {
-        apply(store, c, opts, out, counts)?;
+        apply(cfg, store, c, opts, out, counts)?;
     }
     Ok(())
 }
@@ -819,6 +822,7 @@ fn apply_page(
 /// Apply one change. Per-user refusals are reported and counted; a database
 /// outage stops the run.
 fn apply(
+    cfg: &Config,
     store: &mut Store,
     c: &Change,
     opts: Options,
@@ -839,7 +843,11 @@ fn apply(
         Change::Create(new) => store
             .create_mailbox(new)
             .map(|created| created == Created::Created),
-        Change::Update(u) => store.update_mailbox(u),
+        Change::Update(u) => store.update_mailbox(u).inspect(|&hit| {
+            if hit {
+                crate::auth::apply_rate_limit(cfg, &u.username, u.rate_limit.as_ref());
+            }
+        }),
         // What the row says now decides, not what the plan read: counters
         // report what this run changed.
         Change::Reactivate { username, .. } => {

@@ -880,3 +880,24 @@ fn login_provisioning_off_in_the_ui_stops_login_creation_not_import() {
     e.db.sql("UPDATE identity_provider SET `value` = '1' WHERE `key` = 'login_provisioning'");
     assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
 }
+
+/// Without a Redis (`mailcow.redis_url`), a template's rate limit cannot be
+/// applied: the login goes on and says so.
+#[test]
+fn rate_limit_without_redis_is_said_not_a_failure() {
+    let e = Env::new();
+    let limited = DEFAULT_TEMPLATE.replace("\"rl_value\":\"\"", "\"rl_value\":\"10\"");
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{limited}' WHERE template = 'Default'"
+    ));
+    let cfg = e.config();
+    let r = e.login(&cfg, "jdoe@example.org", "secret1");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "template rate limits (rl_value / rl_frame) are not applied: no mailcow.redis_url"
+        ),
+        "{}",
+        r.stderr
+    );
+}

@@ -654,3 +654,33 @@ fn sogo_rows_follow_import_deactivation_and_reactivation() {
     );
     assert_eq!(sogo("u3@example.org"), "1");
 }
+
+/// A template's rate limit goes to mailcow's Redis hash `RL_VALUE` for each
+/// mailbox, as mailcow's ratelimit('edit', 'mailbox', ...) writes it
+/// ("<n> / 1<frame>"), on import and when the template changes; an empty
+/// rl_value (the shipped Default) removes it.
+#[test]
+fn template_rate_limits_go_to_rl_value() {
+    let e = Env::new(3, "");
+    let limited = DEFAULT_TEMPLATE
+        .replace("\"rl_value\":\"\"", "\"rl_value\":\"10\"")
+        .replace("\"rl_frame\":\"s\"", "\"rl_frame\":\"m\"");
+    assert_ne!(limited, DEFAULT_TEMPLATE);
+    e.db.sql(&format!("UPDATE templates SET attributes = '{limited}'"));
+    let cfg = e.config("");
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.redis.hget("RL_VALUE", "u1@example.org"), "10 / 1m");
+    assert_eq!(e.redis.hget("RL_VALUE", "u2@example.org"), "10 / 1m");
+    let hourly = limited
+        .replace("\"rl_frame\":\"m\"", "\"rl_frame\":\"h\"")
+        .replace("\"10\"", "\"250\"");
+    e.db.sql(&format!("UPDATE templates SET attributes = '{hourly}'"));
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    assert_eq!(e.redis.hget("RL_VALUE", "u1@example.org"), "250 / 1h");
+    e.db.sql(&format!(
+        "UPDATE templates SET attributes = '{DEFAULT_TEMPLATE}'"
+    ));
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    assert_eq!(e.redis.hget("RL_VALUE", "u1@example.org"), "");
+}

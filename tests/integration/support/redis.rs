@@ -65,6 +65,24 @@ impl Redis {
             .filter(|l| !l.is_empty())
             .collect()
     }
+
+    /// `HGET hash field` through redis-cli ("" when there is none).
+    pub fn hget(&self, hash: &str, field: &str) -> String {
+        let out = run_ok(
+            Command::new("redis-cli")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-a",
+                    PASSWORD,
+                    "--no-auth-warning",
+                ])
+                .args(["HGET", hash, field]),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
 }
 
 impl Drop for Redis {
