@@ -593,6 +593,16 @@ impl Store {
                     .map_err(|e| Retry::from_db("a savepoint", e))?;
             }
         }
+        // SOGo's rows of the new mailboxes, in the same transaction: one
+        // look at the aliases for the whole batch.
+        let created: Vec<&str> = news
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| matches!(r, Ok(Created::Created)))
+            .map(|(n, _)| n.username.as_str())
+            .collect();
+        Self::refresh_sogo_rows(&mut tx, &created)
+            .map_err(|e| Retry::from_db("writing SOGo's rows (_sogo_static_view)", e))?;
         tx.commit()
             .map_err(|e| Retry::from_db("committing new mailboxes", e))?;
         Ok(results)
@@ -663,8 +673,6 @@ impl Store {
             Self::write_acl(tx, &new.username, &new.acl, false)?;
             table = "tags_mailbox";
             Self::write_tags(tx, &new.username, &new.tags)?;
-            table = "_sogo_static_view";
-            Self::refresh_sogo_row(tx, &new.username)?;
             Ok(())
         })();
         match res {
@@ -723,28 +731,58 @@ impl Store {
         Ok(())
     }
 
-    /// SOGo's row of one mailbox (`_sogo_static_view`, a table SOGo reads its
-    /// users from), made as mailcow's `update_sogo_static_view($mailbox)`
-    /// (functions.inc.php) makes it: from the mailbox, its aliases (mailcow's
-    /// `grouped_mail_aliases`, matched as mailcow matches them), its alias
+    /// SOGo's rows of these mailboxes (`_sogo_static_view`, a table SOGo
+    /// reads its users from), made as mailcow's
+    /// `update_sogo_static_view($mailbox)` (functions.inc.php) makes them: from
+    /// the mailbox, its aliases (mailcow's `grouped_mail_aliases`: the active,
+    /// SOGo-visible aliases of each `goto` list naming the mailbox), its alias
     /// domains' addresses (`grouped_domain_alias_address`) and external sender
     /// ACLs (`grouped_sender_acl_external`) — the views' definitions from
-    /// init_db.inc.php, asked for this mailbox only and with plain reads, so
-    /// no other mailbox's row is read or locked (mailcow's INSERT ... SELECT
-    /// over the views locks every mailbox it scans). Written when the mailbox
-    /// is active 1, removed when it is not (0, or 2 "disallow login"). Inside
-    /// the caller's transaction, so SOGo never sees a mailbox change without
-    /// its row. `c_password` is a salted SHA-256 of random bytes, never used
-    /// to log in (mailcow means the same but, its variables being undefined
-    /// there, writes the hash of the empty password).
-    fn refresh_sogo_row<Q: Queryable>(q: &mut Q, username: &str) -> Result<(), mysql::Error> {
-        type SogoRow = (String, Option<String>, String, i64, String, String, String);
+    /// init_db.inc.php, asked for these mailboxes only and with plain reads,
+    /// so no other mailbox's row is read or locked (mailcow's INSERT ... SELECT
+    /// over the views locks every mailbox it scans), and the alias table read
+    /// once for all of them. A `goto` list names a mailbox when one of its
+    /// addresses is the mailbox's, ignoring case (mailcow's REGEXP, without
+    /// reading the address's dots as "any character"). Written when the
+    /// mailbox is active 1, removed when it is not (0, or 2 "disallow login").
+    /// Inside the caller's transaction, so SOGo never sees a mailbox change
+    /// without its row. `c_password` is a salted SHA-256 of random bytes,
+    /// never used to log in (mailcow means the same but, its variables being
+    /// undefined there, writes the hash of the empty password).
+    fn refresh_sogo_rows<Q: Queryable>(q: &mut Q, usernames: &[&str]) -> Result<(), mysql::Error> {
+        if usernames.is_empty() {
+            return Ok(());
+        }
+        let likes = vec!["goto LIKE CONCAT('%', ?, '%')"; usernames.len()].join(" OR ");
+        let groups: Vec<(String, String)> = q.exec(
+            format!(
+                "SELECT goto, GROUP_CONCAT(address ORDER BY address SEPARATOR ' ') FROM alias \
+                 WHERE address != goto AND active = '1' AND sogo_visible = '1' AND address NOT LIKE '@%' \
+                 AND ({likes}) GROUP BY goto"
+            ),
+            usernames.to_vec(),
+        )?;
+        for username in usernames {
+            let me = username.to_lowercase();
+            let mut mine: Vec<&str> = groups
+                .iter()
+                .filter(|(goto, _)| goto.split(',').any(|a| a.trim().to_lowercase() == me))
+                .map(|(_, aliases)| aliases.as_str())
+                .collect();
+            mine.sort_unstable();
+            Self::refresh_sogo_row(q, username, &mine.join(" "))?;
+        }
+        Ok(())
+    }
+
+    fn refresh_sogo_row<Q: Queryable>(
+        q: &mut Q,
+        username: &str,
+        aliases: &str,
+    ) -> Result<(), mysql::Error> {
+        type SogoRow = (String, Option<String>, String, i64, String, String);
         let row: Option<SogoRow> = q.exec_first(
             "SELECT m.domain, m.name, m.kind, m.multiple_bookings, \
-               IFNULL((SELECT GROUP_CONCAT(g.aliases ORDER BY g.aliases SEPARATOR ' ') FROM \
-                 (SELECT GROUP_CONCAT(address ORDER BY address SEPARATOR ' ') AS aliases FROM alias \
-                  WHERE address != goto AND active = '1' AND sogo_visible = '1' AND address NOT LIKE '@%' \
-                  AND goto REGEXP CONCAT('(^|,)', :username, '($|,)') GROUP BY goto) g), ''), \
                IFNULL((SELECT GROUP_CONCAT(m.local_part, '@', ad.alias_domain SEPARATOR ' ') \
                  FROM alias_domain ad WHERE ad.target_domain = m.domain), ''), \
                IFNULL((SELECT GROUP_CONCAT(send_as SEPARATOR ' ') FROM sender_acl \
@@ -752,7 +790,7 @@ impl Store {
              FROM mailbox m WHERE m.username = :username AND m.active = '1'",
             params! { "username" => username },
         )?;
-        let Some((domain, name, kind, bookings, aliases, ad_aliases, ext_acl)) = row else {
+        let Some((domain, name, kind, bookings, ad_aliases, ext_acl)) = row else {
             return q.exec_drop("DELETE FROM _sogo_static_view WHERE c_uid = ?", (username,));
         };
         let random = random_hex(40)?;
@@ -825,7 +863,7 @@ impl Store {
             if let Some(tags) = &upd.tags {
                 Self::write_tags(&mut tx, &upd.username, tags)?;
             }
-            Self::refresh_sogo_row(&mut tx, &upd.username)?;
+            Self::refresh_sogo_rows(&mut tx, &[upd.username.as_str()])?;
             Ok(true)
         })();
         match res {
@@ -949,7 +987,7 @@ impl Store {
                     "UPDATE alias SET active = 0 WHERE address = ? AND goto = ?",
                     (username, username),
                 )?;
-                Self::refresh_sogo_row(&mut tx, username)?;
+                Self::refresh_sogo_rows(&mut tx, &[username])?;
             }
             Ok(hit)
         })();
@@ -999,7 +1037,7 @@ impl Store {
                     "UPDATE alias SET active = 1 WHERE address = ? AND goto = ?",
                     (username, username),
                 )?;
-                Self::refresh_sogo_row(&mut tx, username)?;
+                Self::refresh_sogo_rows(&mut tx, &[username])?;
                 return Ok(Presence::Reactivated);
             }
             if missing.is_some() {
