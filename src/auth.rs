@@ -425,7 +425,9 @@ fn decide_inner(
         };
         let addr = provision::login_as_address(&req.login).ok_or(Failure::UnknownUser)?;
         let row = store.mailbox(&addr)?.ok_or(Failure::UnknownUser)?;
-        if !row.is_ldap() {
+        // The full passdb logs every mailbox in, so its userdb answers for
+        // every one too (mailcow's `user_query` does not look at authsource).
+        if !row.is_ldap() && !cfg.full_passdb {
             return Err(Failure::Denied("not an LDAP mailbox".into()));
         }
         provision::lookup_allowed(&row)?;

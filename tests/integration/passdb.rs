@@ -360,6 +360,13 @@ fn mailcow_sql_passwords_in_every_scheme() {
             "{scheme}: wrong password"
         );
     }
+    // The userdb answers for a mailcow mailbox too (delivery, doveadm).
+    let r = crate::support::lookup(&cfg, "sql0@example.org", &e.reply);
+    assert_eq!(r.code, 2, "lookup of a mailcow mailbox: {r:?}");
+    let only = e.config("[mailcow]\npassdb = \"ldap-only\"\n");
+    let r = crate::support::lookup(&only, "sql0@example.org", &e.reply);
+    assert_eq!(r.code, 3, "ldap-only: not ours: {r:?}");
+    let cfg = e.config("");
     // mailcow's own SSHA256 / SSHA512 (hash_password(): a 16-hex-digit salt).
     for (n, scheme, hash) in [
         // base64(sha256("pw-mc" . "0123456789abcdef") . "0123456789abcdef")
