@@ -342,7 +342,12 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// Run an admin command of the binary with `stdin` as its input.
 pub fn admin(config: &Path, args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(bin())
+    admin_with(Command::new(bin()), config, args, stdin)
+}
+
+/// [`admin`] with `cmd` as the binary to run (e.g. the binary run through `nsenter`).
+pub fn admin_with(mut cmd: Command, config: &Path, args: &[&str], stdin: &str) -> Run {
+    let mut child = cmd
         .arg("-c")
         .arg(config)
         .args(args)

@@ -573,24 +573,7 @@ impl SambaDc {
 
     /// Run an admin command of the binary in the DC's namespaces.
     pub fn admin(&self, config: &Path, args: &[&str], stdin: &str) -> Run {
-        let mut child = self
-            .in_ns(super::bin())
-            .arg("-c")
-            .arg(config)
-            .args(args)
-            .env_remove("LDAPTLS_CACERT")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        super::admin_with(self.in_ns(super::bin()), config, args, stdin)
     }
 
     /// `checkpassword` as Dovecot runs it (see [`super::checkpassword`]), in the DC's namespaces.
