@@ -13,6 +13,16 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub const LIST: &str = "CRON_LOG";
+
+/// A mailbox's entry in mailcow's Redis hash `RL_VALUE`, as
+/// `ratelimit('edit', 'mailbox', ...)` (functions.ratelimit.inc.php) writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimit {
+    /// `HSET RL_VALUE <mailbox> "<n> / 1<frame>"`.
+    Set(String),
+    /// `HDEL RL_VALUE <mailbox>`: the template's `rl_value` is empty or 0.
+    Clear,
+}
 /// Told apart from mailcow's own sync, which logs as "LDAP Sync"
 /// (`data/conf/phpfpm/crons/ldap-sync.php`, `logMsg()`).
 pub const TASK: &str = "LDAP Sync (mailcow-ldap-auth)";
@@ -150,9 +160,8 @@ static NO_REDIS_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 pub fn write_rate_limit(
     redis_url: Option<&Secret>,
     mailbox: &str,
-    rl: &crate::provision::RateLimit,
+    rl: &RateLimit,
 ) -> Result<(), String> {
-    use crate::provision::RateLimit;
     let Some(url) = redis_url else {
         if matches!(rl, RateLimit::Set(_))
             && !NO_REDIS_SAID.swap(true, std::sync::atomic::Ordering::Relaxed)

@@ -1,16 +1,19 @@
 //! Mailboxes from templates: which template a directory entry gets, what a
 //! new mailbox looks like, when an existing one needs an update, and whether
 //! a domain has room. The functions here are pure; [`crate::mailcow::Store`]
-//! writes what they decide.
+//! writes what they decide, and the rows it writes are its types (re-exported here).
 
 use crate::config::Config;
 use crate::directory::UserEntry;
-use crate::mailcow::{DomainRow, MailboxRow, Template};
+use crate::mailcow::{MailboxRow, Template};
 use crate::outcome::Failure;
 use serde_json::{Map, Value};
-use sha1::{Digest, Sha1};
 
-pub const MIB: u64 = 1024 * 1024;
+pub use crate::cronlog::RateLimit;
+pub use crate::mailcow::{
+    check_domain_room, mailbox_quota, php_json_string, template_hash, MailboxUpdate, NewMailbox,
+    MIB,
+};
 
 /// Flags mailcow's `mailbox('add', 'mailbox')` (functions.mailbox.inc.php)
 /// writes into `attributes` as `strval(intval(<template value>))`, with the
@@ -58,99 +61,6 @@ pub const ACL_SET_ON_CREATE: &[&str] = &[
     "app_passwds",
     "pw_reset",
 ];
-
-/// A mailbox to create.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewMailbox {
-    pub username: String,
-    pub local_part: String,
-    pub domain: String,
-    pub name: String,
-    pub attributes: Map<String, Value>,
-    pub active: i64,
-    /// Template quota in bytes; 0 = the domain's default quota.
-    pub template_quota: u64,
-    pub acl: Vec<(String, bool)>,
-    pub tags: Vec<String>,
-    pub template: String,
-    /// The template's rate limit for mailcow's Redis (`None`: leave it).
-    pub rate_limit: Option<RateLimit>,
-}
-
-/// A mailbox's entry in mailcow's Redis hash `RL_VALUE`, as
-/// `ratelimit('edit', 'mailbox', ...)` (functions.ratelimit.inc.php) writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RateLimit {
-    /// `HSET RL_VALUE <mailbox> "<n> / 1<frame>"`.
-    Set(String),
-    /// `HDEL RL_VALUE <mailbox>`: the template's `rl_value` is empty or 0.
-    Clear,
-}
-
-impl NewMailbox {
-    pub fn attributes_json(&self) -> String {
-        Value::Object(self.attributes.clone()).to_string()
-    }
-}
-
-/// Changes to an existing `ldap` mailbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MailboxUpdate {
-    pub username: String,
-    pub name: String,
-    pub quota: u64,
-    pub attributes: Map<String, Value>,
-    /// `None`: leave the ACL as it is (only the name changed).
-    pub acl: Option<Vec<(String, bool)>>,
-    pub tags: Option<Vec<String>>,
-    pub rate_limit: Option<RateLimit>,
-}
-
-impl MailboxUpdate {
-    pub fn attributes_json(&self) -> String {
-        Value::Object(self.attributes.clone()).to_string()
-    }
-}
-
-/// The marker that tells "template changed since this mailbox was last set
-/// from it", computed exactly as mailcow does so both tools agree:
-/// `sha1(json_encode($template['attributes']))` in PHP, where the argument is
-/// the column's *text*, so the hash covers that text encoded as a JSON string
-/// literal with PHP's default escaping (functions.mailbox.inc.php,
-/// `mailbox_from_template`).
-pub fn template_hash(template_text: &str) -> String {
-    let digest = Sha1::digest(php_json_string(template_text).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// PHP's `json_encode($string)` with default flags: quotes, `\\`, `\/`,
-/// short escapes for control characters, and every non-ASCII character as
-/// lower-case `\uXXXX` (UTF-16, surrogate pairs above U+FFFF).
-pub fn php_json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '/' => out.push_str("\\/"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7f => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// A template value as mailcow's flag strings: true/1 -> "1", false/0 -> "0".
 fn flag_string(v: &Value) -> String {
@@ -464,57 +374,6 @@ fn domain_and_service(row: &MailboxRow, service: Option<&str>) -> Result<(), Fai
     service_allowed(row, service)
 }
 
-/// The quota (bytes) a mailbox set from a template of `template_quota` bytes
-/// gets, as mailcow's `mailbox_from_template` computes it
-/// (functions.mailbox.inc.php: `intval($quota / 1048576)` MiB, on add and on
-/// edit): whole MiB, rounded down; 0 is unlimited (the shipped Default
-/// template has quota 0), never the domain's `defquota`.
-pub fn mailbox_quota(template_quota: u64) -> u64 {
-    template_quota / MIB * MIB
-}
-
-/// The quota (bytes) a new mailbox gets in the locked domain, or why it can't be created.
-pub fn check_domain_room(
-    domain: &str,
-    template_quota: u64,
-    d: Option<&DomainRow>,
-) -> Result<u64, Failure> {
-    let Some(d) = d else {
-        return Err(Failure::Denied(format!(
-            "domain {domain} does not exist in mailcow: add it first"
-        )));
-    };
-    if !d.active {
-        return Err(Failure::Denied(format!("domain {domain} is inactive")));
-    }
-    if d.mailbox_count >= d.max_mailboxes {
-        return Err(Failure::Denied(format!(
-            "domain {domain} has reached its \"Max. possible mailboxes\" ({})",
-            d.max_mailboxes
-        )));
-    }
-    let quota = mailbox_quota(template_quota);
-    if quota > d.maxquota_mib.saturating_mul(MIB) {
-        return Err(Failure::Denied(format!(
-            "quota {} MiB is above domain {domain}'s per-mailbox maximum of {} MiB",
-            quota / MIB,
-            d.maxquota_mib
-        )));
-    }
-    let left = d
-        .quota_mib
-        .saturating_mul(MIB)
-        .saturating_sub(d.quota_used_bytes);
-    if quota > left {
-        return Err(Failure::Denied(format!(
-            "quota {} MiB is more than the {} MiB left of domain {domain}'s \"Domain quota\"",
-            quota / MIB,
-            left / MIB
-        )));
-    }
-    Ok(quota)
-}
-
 /// A new mailbox for `address` from template `t`.
 pub fn new_mailbox(address: &str, name: &str, t: &Template, now: &str) -> NewMailbox {
     let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
@@ -603,6 +462,7 @@ pub fn sql_datetime(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailcow::DomainRow;
 
     fn template(text: &str) -> Template {
         Template::new("T".into(), Some(text.into()))

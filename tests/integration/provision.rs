@@ -899,3 +899,33 @@ fn rate_limit_without_redis_is_said_not_a_failure() {
         r.stderr
     );
 }
+
+/// A column of a type mailcow's schema does not give it (a changed schema, a
+/// row written by hand) is a temporary failure naming the table and column:
+/// a login and a userdb lookup answer 111, never a panic. (The mysql crate's
+/// typed reads, used before, panicked here: the panic hook made it 111 too,
+/// but as "internal error at .../mysql_common/.../row/mod.rs" with no word
+/// of the column, and `sync` and `serve` have no such hook.)
+#[test]
+fn a_column_of_an_unexpected_type_is_a_temporary_failure_naming_it() {
+    let e = Env::new();
+    let cfg = e.config();
+    assert_eq!(e.login(&cfg, "jdoe@example.org", "secret1").code, 0);
+    e.db.sql(
+        "ALTER TABLE mailbox MODIFY quota VARCHAR(20) NOT NULL; UPDATE mailbox SET quota = 'lots'",
+    );
+    for r in [
+        e.login(&cfg, "jdoe@example.org", "secret1"),
+        lookup(&cfg, "jdoe@example.org", &e.reply),
+    ] {
+        assert_eq!(r.code, 111, "{r:?}");
+        assert!(
+            !r.stderr.contains("internal error") && !r.stderr.contains("panicked"),
+            "{r:?}"
+        );
+        assert!(
+            r.stderr.contains("mailbox.quota holds text where an integer was expected"),
+            "{r:?}"
+        );
+    }
+}

@@ -446,6 +446,26 @@ fn redis_down_and_ldap_down() {
     assert_eq!(r.code, 111, "{r:?}");
 }
 
+/// A column of an unexpected type makes the sync a temporary failure (111)
+/// naming the table and column, with nothing changed; the mysql crate's
+/// typed reads, used before, panicked (exit 101, no word of the column).
+#[test]
+fn a_column_of_an_unexpected_type_fails_the_sync_temporarily() {
+    let e = Env::new(3, "");
+    let cfg = e.config("");
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    e.db.sql("ALTER TABLE mailbox MODIFY active VARCHAR(10) NULL; UPDATE mailbox SET active = NULL WHERE username = 'u1@example.org'");
+    let before = e.snapshot();
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 111, "{r:?}");
+    assert!(!r.stderr.contains("panicked"), "{r:?}");
+    assert!(
+        r.stderr.contains("mailbox.active holds NULL where an integer was expected"),
+        "{r:?}"
+    );
+    assert_eq!(e.snapshot(), before);
+}
+
 #[test]
 fn refusals_inside_a_page_roll_back_alone() {
     let e = Env::new(8, "");
