@@ -924,7 +924,8 @@ fn a_column_of_an_unexpected_type_is_a_temporary_failure_naming_it() {
             "{r:?}"
         );
         assert!(
-            r.stderr.contains("mailbox.quota holds text where an integer was expected"),
+            r.stderr
+                .contains("mailbox.quota holds text where an integer was expected"),
             "{r:?}"
         );
     }

@@ -460,7 +460,8 @@ fn a_column_of_an_unexpected_type_fails_the_sync_temporarily() {
     assert_eq!(r.code, 111, "{r:?}");
     assert!(!r.stderr.contains("panicked"), "{r:?}");
     assert!(
-        r.stderr.contains("mailbox.active holds NULL where an integer was expected"),
+        r.stderr
+            .contains("mailbox.active holds NULL where an integer was expected"),
         "{r:?}"
     );
     assert_eq!(e.snapshot(), before);
