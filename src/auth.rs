@@ -258,6 +258,40 @@ fn write_sasl_log(
     }
 }
 
+/// Whether the request comes from SOGo's address (`[mailcow] sogo_address`),
+/// as mailcow's `mailcowauth.php` tells SOGo's logins apart:
+/// `real_rip == IPV4_NETWORK . '.248'`.
+fn from_sogo(cfg: &Config, req: &Request) -> bool {
+    let (Some(sogo), Some(rip)) = (cfg.sogo_address, req.remote_ip.as_deref()) else {
+        return false;
+    };
+    rip.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical() == sogo.to_canonical())
+}
+
+/// Whether a refused password login may still be accepted by another
+/// passdb after this one (mailcow's own, in mailcow's Dovecot): then the
+/// HTTP answer says `"not_ours": true` and the Lua passdb hands the login
+/// on; every other refusal is final, so a wrong LDAP password is tried
+/// once (one failed bind), never again by mailcow's PHP.
+/// - [`Failure::NotOurs`]: a `keycloak` / `generic-oidc` mailbox, the
+///   Identity Provider switched away from LDAP, SOGo's single sign-on;
+/// - with `passdb = "ldap-only"` every refusal: app passwords and
+///   mailcow-SQL passwords are then mailcow's passdb's to check.
+///
+/// A temporary failure is no refusal (the chain goes on and remembers it).
+pub fn passed_on(cfg: &Config, f: &Failure) -> bool {
+    match f {
+        Failure::NotOurs(_) => true,
+        Failure::BadRequest(_)
+        | Failure::UnknownUser
+        | Failure::Ambiguous(_)
+        | Failure::WrongPassword
+        | Failure::Denied(_) => !cfg.full_passdb,
+        Failure::Temporary(_) | Failure::Misuse(_) => false,
+    }
+}
+
 /// What [`before_bind`] decided.
 enum Early {
     /// Accepted without the directory (an app password, a mailcow-SQL
@@ -383,7 +417,7 @@ fn before_bind(
                 "mailbox {} has authsource {other}: not ours, mailcow's passdb decides",
                 row.username
             ));
-            Err(Failure::NotOurs(other.to_owned()))
+            Err(Failure::NotOurs(format!("authsource {other}")))
         }
     }
 }
@@ -418,6 +452,15 @@ fn decide_inner(
             _ => return Err(Failure::BadRequest("empty password".into())),
         },
     };
+    if password.is_some() && from_sogo(cfg, req) {
+        // mailcow's `mailcowauth.php` answers SOGo's logins (its single
+        // sign-on) before anything else; serve hands them on unasked, so
+        // the SSO secret is never tried as an LDAP password.
+        trace.step("the login comes from SOGo's address: mailcow's passdb decides");
+        return Err(Failure::NotOurs(
+            "a login from SOGo's address (mailcow.sogo_address)".into(),
+        ));
+    }
     // With a database, a lookup is answered from mailcow's mailboxes alone.
     if req.kind == RequestKind::Lookup && db.configured() {
         let Some(store) = db.get(deadline)? else {
@@ -742,6 +785,59 @@ mod tests {
             validate_login(&"a".repeat(257)),
             Err(Failure::BadRequest(_))
         ));
+    }
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[ldap]\nhosts = \"ldap.example.org\"\nbase_dn = \"dc=example,dc=org\"\n{extra}"
+        );
+        crate::config::parse_str(&text)
+            .unwrap()
+            .validate(
+                std::path::Path::new("t.toml"),
+                crate::config::UiSettings::default(),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn refusals_passed_on_to_the_next_passdb() {
+        let full = config("[database]\npassword = \"p\"\n");
+        let ldap_only = config("");
+        assert!(full.full_passdb && !ldap_only.full_passdb);
+        let cases = [
+            (Failure::NotOurs("authsource keycloak".into()), true, true),
+            (Failure::WrongPassword, false, true),
+            (Failure::UnknownUser, false, true),
+            (Failure::Denied("inactive".into()), false, true),
+            (Failure::Ambiguous(2), false, true),
+            (Failure::BadRequest("empty password".into()), false, true),
+            (Failure::Temporary("ldap down".into()), false, false),
+            (Failure::Misuse("x".into()), false, false),
+        ];
+        for (f, in_full, in_ldap_only) in cases {
+            assert_eq!(passed_on(&full, &f), in_full, "full: {f:?}");
+            assert_eq!(passed_on(&ldap_only, &f), in_ldap_only, "ldap-only: {f:?}");
+        }
+    }
+
+    #[test]
+    fn sogo_is_told_by_its_address() {
+        let cfg = config("[mailcow]\nsogo_address = \"172.22.1.248\"\n");
+        let req = |rip: Option<&str>| Request {
+            login: "jo@example.org".into(),
+            password: Some(Secret::new("x".into())),
+            kind: RequestKind::Password,
+            service: Some("imap".into()),
+            remote_ip: rip.map(str::to_owned),
+            dry_run: false,
+        };
+        assert!(from_sogo(&cfg, &req(Some("172.22.1.248"))));
+        assert!(from_sogo(&cfg, &req(Some("::ffff:172.22.1.248"))));
+        assert!(!from_sogo(&cfg, &req(Some("172.22.1.249"))));
+        assert!(!from_sogo(&cfg, &req(Some("garbage"))));
+        assert!(!from_sogo(&cfg, &req(None)));
+        assert!(!from_sogo(&config(""), &req(Some("172.22.1.248"))));
     }
 
     #[test]

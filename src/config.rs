@@ -8,6 +8,7 @@ use crate::secret::Secret;
 use crate::trusted_file::{read_trusted, TrustError};
 use serde::Deserialize;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -165,6 +166,8 @@ pub struct RawMailcow {
     pub redis_url: Option<Secret>,
     /// `"full"` (mailcow's whole passdb) or `"ldap-only"`.
     pub passdb: Option<String>,
+    /// SOGo's address on mailcow's network (`${IPV4_NETWORK}.248`).
+    pub sogo_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -389,6 +392,9 @@ pub struct Config {
     /// mailcow-SQL passwords are checked before any LDAP bind (needs
     /// `[database]`; its default then). `false`: `"ldap-only"`.
     pub full_passdb: bool,
+    /// `[mailcow] sogo_address`: logins from this address are SOGo's (its
+    /// single sign-on, as mailcow's `mailcowauth.php` tells them apart).
+    pub sogo_address: Option<IpAddr>,
     pub sync: SyncConfig,
     pub serve: ServeConfig,
 }
@@ -550,6 +556,15 @@ impl RawConfig {
                 }
             };
 
+        let sogo_address = match self.mailcow.sogo_address.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
+                err(format!(
+                    "mailcow.sogo_address = \"{a}\": not an IP address (mailcow's SOGo: IPV4_NETWORK of mailcow.conf, then .248)"
+                ))
+            })?),
+        };
+
         let mappings: Vec<Mapping> = self
             .attribute_mapping
             .or(ui.mappings)
@@ -670,6 +685,7 @@ impl RawConfig {
             },
             redis_url: self.mailcow.redis_url.filter(|s| !s.is_empty()),
             full_passdb,
+            sogo_address,
             sync,
             serve,
         })
@@ -1193,6 +1209,21 @@ mod tests {
         assert!(e.contains("[database]"), "{e}");
         let e = validate(&format!("{MIN}{db}[mailcow]\npassdb = \"Full\"\n")).unwrap_err();
         assert!(e.contains("must be"), "{e}");
+    }
+
+    #[test]
+    fn sogo_address() {
+        assert_eq!(validate(MIN).unwrap().sogo_address, None);
+        let c = validate(&format!(
+            "{MIN}[mailcow]\nsogo_address = \"172.22.1.248\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sogo_address, Some("172.22.1.248".parse().unwrap()));
+        let e = validate(&format!("{MIN}[mailcow]\nsogo_address = \"172.22.1\"\n")).unwrap_err();
+        assert!(
+            e.contains("mailcow.sogo_address") && e.contains("IP address"),
+            "{e}"
+        );
     }
 
     #[test]

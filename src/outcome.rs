@@ -24,9 +24,11 @@ pub enum Failure {
     /// inactive mailbox or domain, service not allowed, not an LDAP mailbox,
     /// no template, domain full.
     Denied(String),
-    /// The mailbox's password belongs to another passdb (authsource
-    /// `keycloak` / `generic-oidc`): refused here without asking the
-    /// directory, for mailcow's own passdb to decide.
+    /// Not ours to decide: another passdb (mailcow's own) must. The text
+    /// says why: the mailbox's authsource is `keycloak` / `generic-oidc`,
+    /// mailcow's Identity Provider is not LDAP, the login comes from SOGo's
+    /// address. Refused here without asking the directory; the HTTP front
+    /// end says `"not_ours": true`, so a passdb chain hands it on.
     NotOurs(String),
     /// Nothing was decided: directory or database unreachable, timeout, TLS
     /// failure, bad service credentials, bad configuration. Try again later.
@@ -43,9 +45,7 @@ impl fmt::Display for Failure {
             Failure::Ambiguous(n) => write!(f, "ambiguous login: {n} directory entries match"),
             Failure::WrongPassword => f.write_str("wrong password"),
             Failure::Denied(r) => write!(f, "denied: {r}"),
-            Failure::NotOurs(a) => {
-                write!(f, "not ours: authsource {a}, mailcow's own passdb decides")
-            }
+            Failure::NotOurs(why) => write!(f, "not ours: {why}; mailcow's own passdb decides"),
             Failure::Temporary(r) => write!(f, "temporary failure: {r}"),
             Failure::Misuse(r) => write!(f, "misuse: {r}"),
         }

@@ -4,6 +4,9 @@
 -- Answers of serve and what Dovecot gets:
 --   /auth    200 {"success":true,"user",...,"fields"} -> PASSDB_RESULT_OK (+ user, userdb_* fields)
 --            401 {"success":false}                    -> PASSDB_RESULT_PASSWORD_MISMATCH
+--            401 {"success":false,"not_ours":true}    -> with not_ours = next: PASSDB_RESULT_NEXT
+--                (Dovecot asks the next passdb whatever result_failure says); else
+--                PASSDB_RESULT_PASSWORD_MISMATCH
 --            403 (X-Auth-Secret missing or wrong)     -> PASSDB_RESULT_INTERNAL_FAILURE
 --            404                                      -> PASSDB_RESULT_USER_UNKNOWN
 --            503, anything else, no answer            -> PASSDB_RESULT_INTERNAL_FAILURE
@@ -18,8 +21,14 @@
 --   Dovecot 2.3: environment variables of the auth processes, set with
 --                `import_environment` in dovecot.conf:
 --                MAILCOW_LDAP_AUTH_URL, MAILCOW_LDAP_AUTH_SECRET_FILE,
---                MAILCOW_LDAP_AUTH_TIMEOUT_MSECS.
---   Defaults:    url = http://127.0.0.1:9083, no secret, timeout 10000 ms.
+--                MAILCOW_LDAP_AUTH_TIMEOUT_MSECS, MAILCOW_LDAP_AUTH_NOT_OURS.
+--   Defaults:    url = http://127.0.0.1:9083, no secret, timeout 10000 ms,
+--                not_ours = fail.
+-- `not_ours`: what a login serve says is not its to decide (a keycloak or
+-- generic-oidc mailbox, mailcow's Identity Provider not LDAP, SOGo's single
+-- sign-on, any refusal with passdb = "ldap-only") becomes: "next" in a chain
+-- where another passdb follows (mailcow's own), "fail" where serve is the only
+-- passdb (a "next" from the last passdb is an internal failure to Dovecot).
 -- `url` is the base URL of serve (without /auth). `secret_file` holds the shared secret
 -- of serve's `[serve] http_secret_file`; it is sent in the header X-Auth-Secret.
 --
@@ -30,12 +39,14 @@ local DEFAULTS = {
   url = "http://127.0.0.1:9083",
   secret_file = "",
   timeout_msecs = 10000,
+  not_ours = "fail",
 }
 
 local ENV = {
   url = "MAILCOW_LDAP_AUTH_URL",
   secret_file = "MAILCOW_LDAP_AUTH_SECRET_FILE",
   timeout_msecs = "MAILCOW_LDAP_AUTH_TIMEOUT_MSECS",
+  not_ours = "MAILCOW_LDAP_AUTH_NOT_OURS",
 }
 
 local settings = nil  -- resolved on first use (or in script_init)
@@ -201,6 +212,10 @@ local function resolve_settings()
   end
   s.url = tostring(s.url):gsub("/+$", "")
   s.timeout_msecs = tonumber(s.timeout_msecs) or DEFAULTS.timeout_msecs
+  s.not_ours = tostring(s.not_ours):lower()
+  if s.not_ours ~= "next" and s.not_ours ~= "fail" then
+    error("not_ours = " .. s.not_ours .. ": must be next or fail", 0)
+  end
   settings = s
   return s
 end
@@ -327,6 +342,15 @@ function auth_password_verify(req, password)
   elseif status == 200 then
     req:log_error("mailcow-ldap-auth: unexpected answer to /auth: " .. tostring(text))
     return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, ""
+  elseif status == 401 and json and json.not_ours == true and not json.error then
+    -- Not serve's to decide. PASSDB_RESULT_NEXT makes Dovecot (2.3 and 2.4,
+    -- auth-request.c) go on to the next passdb whatever its result_failure
+    -- says, and caches nothing; the refusals serve decided stay final.
+    -- (post() resolved the settings already: a bad not_ours failed it.)
+    if resolve_settings().not_ours == "next" then
+      return dovecot.auth.PASSDB_RESULT_NEXT, ""
+    end
+    return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, ""
   elseif status == 401 and not (json and json.error) then
     -- A rejection is a bare {"success":false}. (A missing or wrong X-Auth-Secret
     -- is a 403, a configuration problem that falls through to an internal failure.)

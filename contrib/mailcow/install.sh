@@ -16,7 +16,8 @@
 #
 # What it writes (paths in the mailcow-dockerized folder):
 #   data/conf/mailcow-ldap-auth/                our folder, mounted at /etc/mailcow-ldap-auth
-#     serve.toml    (0600, uid 10001)           serve's configuration; DBNAME/DBUSER from mailcow.conf
+#     serve.toml    (0600, uid 10001)           serve's configuration; DBNAME/DBUSER and
+#                                               SOGo's address (IPV4_NETWORK) from mailcow.conf
 #     sync.toml     (0600, uid 10001)           the sync's (sync only), with mailcow's Redis
 #     db-password   (0600, uid 10001)           DBPASS from mailcow.conf
 #   data/conf/dovecot/mailcow-ldap-auth/        /etc/dovecot/mailcow-ldap-auth in both containers
@@ -90,6 +91,14 @@ for kv in "DBNAME=$DBNAME" "DBUSER=$DBUSER"; do
     esac
 done
 [ -n "$DBPASS" ] || die "mailcow.conf: DBPASS is empty"
+# SOGo's address, as mailcow's docker-compose.yml sets it: ${IPV4_NETWORK:-172.22.1}.248.
+IPV4_NETWORK=$(conf_value IPV4_NETWORK)
+IPV4_NETWORK=${IPV4_NETWORK:-172.22.1}
+case "$IPV4_NETWORK" in
+    *[!0-9.]* | .* | *. | *..* ) die "mailcow.conf: IPV4_NETWORK is not three numbers with dots: \"$IPV4_NETWORK\"" ;;
+esac
+[ "$(echo "$IPV4_NETWORK" | tr -cd . | wc -c)" -eq 2 ] ||
+    die "mailcow.conf: IPV4_NETWORK is not three numbers with dots: \"$IPV4_NETWORK\""
 # Redis as mailcow's containers reach it: redis-mailcow:6379, or the master of a
 # replica setup (REDIS_SLAVEOF_IP/PORT, where mailcow's PHP writes). REDIS_PORT in
 # mailcow.conf is the host's binding (127.0.0.1:7654), not for containers.
@@ -143,6 +152,7 @@ dir data/conf/mailcow-ldap-auth 0700 "$IMAGE_UID:$IMAGE_UID"
 if [ "$want_serve" = yes ]; then
     sed -e "/^\[database\]/,/^\[/ s/^name = .*/name = \"$DBNAME\"/" \
         -e "/^\[database\]/,/^\[/ s/^user = .*/user = \"$DBUSER\"/" \
+        -e "/^\[mailcow\]/,/^\[/ s/^sogo_address = .*/sogo_address = \"$IPV4_NETWORK.248\"/" \
         "$SRC/contrib/mailcow/serve.toml" |
         put data/conf/mailcow-ldap-auth/serve.toml 0600 "$IMAGE_UID:$IMAGE_UID" \
             "yours wins; the shipped one is $SRC/contrib/mailcow/serve.toml"
@@ -160,15 +170,36 @@ if [ "$want_sync" = yes ]; then
             "yours wins; the shipped one is $SRC/packaging/mailcow/sync.toml"
 fi
 
+# put_upgrade TARGET MODE OWNER HINT OLD...: like put, and a TARGET that is exactly
+# an earlier shipped version (its `cksum` is one of OLD) is replaced.
+put_upgrade() {
+    target=$1 mode=$2 owner=$3 hint=$4
+    shift 4
+    if [ -f "$target" ]; then
+        sum=$(cksum <"$target")
+        for old in "$@"; do
+            if [ "$sum" = "$old" ]; then
+                rm -f "$target"
+                say "replacing $target (an earlier shipped version)"
+                break
+            fi
+        done
+    fi
+    put "$target" "$mode" "$owner" "$hint"
+}
+
 install_dovecot() {
 # --- What mailcow's Dovecot reads (data/conf/dovecot is /etc/dovecot in its container).
 dir data/conf/dovecot/mailcow-ldap-auth 0755 0:0
-put data/conf/dovecot/mailcow-ldap-auth/mailcow-ldap-auth.lua 0644 0:0 \
+# The script and the passdb go together: the passdb's result_failure = return-fail
+# needs a script that hands "not ours" on (PASSDB_RESULT_NEXT). The earlier
+# versions (result_failure = continue) are replaced; files you changed are kept.
+put_upgrade data/conf/dovecot/mailcow-ldap-auth/mailcow-ldap-auth.lua 0644 0:0 \
     "cp $SRC/contrib/dovecot-lua/mailcow-ldap-auth.lua data/conf/dovecot/mailcow-ldap-auth/ takes the shipped one" \
-    <"$SRC/contrib/dovecot-lua/mailcow-ldap-auth.lua"
-put data/conf/dovecot/mailcow-ldap-auth/passdb.conf 0644 0:0 \
+    "3071611739 13334" <"$SRC/contrib/dovecot-lua/mailcow-ldap-auth.lua"
+put_upgrade data/conf/dovecot/mailcow-ldap-auth/passdb.conf 0644 0:0 \
     "cp $SRC/contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf data/conf/dovecot/mailcow-ldap-auth/passdb.conf takes the shipped one" \
-    <"$SRC/contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf"
+    "1212114237 1286" <"$SRC/contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf"
 if [ ! -s data/conf/dovecot/mailcow-ldap-auth/http-secret ]; then
     # 32 random bytes, hex: no openssl needed.
     od -An -N32 -tx1 /dev/urandom | tr -d ' \n' |
@@ -181,8 +212,14 @@ fi
 # extra.conf: mailcow's file for local Dovecot settings (ignored by its git). Our line
 # extends import_environment ($import_environment keeps what earlier lines set).
 extra=data/conf/dovecot/extra.conf
-if [ -f "$extra" ] && grep -q 'MAILCOW_LDAP_AUTH_URL=' "$extra"; then
+if [ -f "$extra" ] && grep -q 'MAILCOW_LDAP_AUTH_NOT_OURS=' "$extra"; then
     :
+elif [ -f "$extra" ] && grep -q 'MAILCOW_LDAP_AUTH_URL=' "$extra"; then
+    # An earlier install's line: "not ours" must go on to mailcow's passdbs.
+    sed 's/\(MAILCOW_LDAP_AUTH_URL=.*\)$/\1 MAILCOW_LDAP_AUTH_NOT_OURS=next/' "$extra" >"$extra.new.$$"
+    cat "$extra.new.$$" >"$extra"
+    rm -f "$extra.new.$$"
+    say "added MAILCOW_LDAP_AUTH_NOT_OURS=next to serve's line in $extra"
 else
     if [ -s "$extra" ] && [ -n "$(tail -c 1 "$extra")" ]; then echo >>"$extra"; fi
     cat "$SRC/contrib/mailcow/dovecot/extra.conf" >>"$extra"

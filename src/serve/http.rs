@@ -329,11 +329,11 @@ fn decide(rt: &Runtime, body: AuthBody, kind: RequestKind, peer: Option<&str>) -
         ),
         Err(Failure::Misuse(why)) => (503, json!({"success": false, "error": why})),
         Err(_) if kind == RequestKind::Lookup => (404, json!({"success": false})),
-        // Another passdb's mailbox (keycloak, generic-oidc): say so, so a
-        // chain can hand it on; no bind was made.
-        Err(Failure::NotOurs(source)) => (
+        // Another passdb may still accept it (auth::passed_on): say so, so
+        // a chain hands it on; every other refusal is final.
+        Err(f) if auth::passed_on(&rt.cfg, &f) => (
             401,
-            json!({"success": false, "not_ours": true, "authsource": source}),
+            json!({"success": false, "not_ours": true, "reason": f.to_string()}),
         ),
         Err(_) => (401, json!({"success": false})),
     }

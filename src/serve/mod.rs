@@ -134,7 +134,7 @@ impl Runtime {
         if let Some(source) = &self.provider_off {
             // Not ours: Dovecot goes on to mailcow's passdbs, as mailcow's UI says.
             return Decision {
-                result: Err(Failure::Denied(format!(
+                result: Err(Failure::NotOurs(format!(
                     "mailcow's Identity Provider is {}, not LDAP",
                     provider_name(source)
                 ))),

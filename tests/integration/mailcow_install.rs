@@ -115,7 +115,7 @@ pub(crate) fn mailcow_folder(root: &Path, db_name: &str, endpoint_port: u16) -> 
     // Untracked, as on a server: generate_config.sh's output and the master passdb.
     write(
         &m.join("mailcow.conf"),
-        &format!("MAILCOW_HOSTNAME=mail.example.org\nDBNAME={db_name}\nDBUSER={DB_USER}\nDBPASS={DB_PASSWORD}\nREDIS_PORT=127.0.0.1:7654\n"),
+        &format!("MAILCOW_HOSTNAME=mail.example.org\nDBNAME={db_name}\nDBUSER={DB_USER}\nDBPASS={DB_PASSWORD}\nREDIS_PORT=127.0.0.1:7654\nIPV4_NETWORK=172.22.9\n"),
         0o600,
     );
     write(
@@ -219,6 +219,12 @@ fn mailcow_install_script_then_update_sh_then_next_start() {
          ('templates', '[\"Staff\"]'), ('login_provisioning', '1'), ('import_users', '0'), \
          ('periodic_sync', '0'), ('sync_interval', '15')",
         e.slapd.port
+    ));
+    // A mailbox whose password mailcow keeps (authsource mailcow): with the
+    // database, serve verifies its SQL hash itself (passdb = "full").
+    e.db.sql(&format!(
+        "INSERT INTO mailbox (username, password, name, local_part, domain, attributes, authsource, active) \
+         VALUES ('{LOCAL_USER}', '{{PLAIN}}{LOCAL_PW}', 'L', 'local', 'example.org', '{{}}', 'mailcow', 1)"
     ));
     let root = e.path().to_owned();
     // Traversable for dovecot and uid 10001, as /opt is on a server.
@@ -538,4 +544,82 @@ fn mailcow_install_script_sync_route() {
     let again = install_with(&m2, &["serve", "sync"]);
     assert!(again.status.success(), "{}", text(&again));
     assert!(!text(&again).contains("created"), "{}", text(&again));
+}
+
+/// The first shipped passdb.conf (`result_failure = continue`: serve's
+/// refusals went on to mailcow's PHP, which bound to LDAP again, twice).
+const FIRST_PASSDB_CONF: &str = r#"# mailcow-ldap-auth serve as the FIRST passdb of mailcow's Dovecot (Dovecot 2.3).
+# Goes to data/conf/dovecot/mailcow-ldap-auth/passdb.conf in the mailcow-dockerized
+# folder (in the container: /etc/dovecot/mailcow-ldap-auth/passdb.conf) and is
+# included *before* mailcow's first `passdb {` block; see README.md, step 4.
+#
+#   LDAP password of a mailbox with authsource "ldap" (or a first login, with
+#   login provisioning on)  -> serve: 200 -> login, mailcow's passdbs are not asked
+#   anything else (mailcow mailboxes, app passwords, wrong passwords)
+#                           -> serve: 401 -> mailcow's passdbs decide, as before
+#   LDAP or the database unreachable
+#                           -> serve: 503 -> mailcow's passdbs still decide; if they
+#                              refuse too, Dovecot answers "temporary failure"
+#                              (IMAP NO [UNAVAILABLE]), not "wrong password"
+passdb {
+  driver = lua
+  # cache_key as mailcow's own Lua passdb: service, user and password (mailcow's
+  # auth cache is on). On a temporary failure a cached entry stays usable.
+  args = file=/etc/dovecot/mailcow-ldap-auth/mailcow-ldap-auth.lua blocking=yes cache_key=%s:%u:%w
+  result_success = return-ok
+  result_failure = continue
+  result_internalfail = continue
+}
+"#;
+
+/// An install of the first chain is brought to the current one: the earlier
+/// shipped passdb.conf replaced (a changed one is kept and named), serve's
+/// extra.conf line given MAILCOW_LDAP_AUTH_NOT_OURS=next, and a new serve.toml
+/// gets SOGo's address from mailcow.conf's IPV4_NETWORK.
+#[test]
+fn mailcow_install_script_upgrades_the_first_chain() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let m = mailcow_folder(dir.path(), "mailcow", 1);
+    let passdb = m.join("data/conf/dovecot/mailcow-ldap-auth/passdb.conf");
+    write(&passdb, FIRST_PASSDB_CONF, 0o644);
+    let first_line = "import_environment = $import_environment MAILCOW_LDAP_AUTH_URL=http://ldap-auth-mailcow:9083 \
+         MAILCOW_LDAP_AUTH_SECRET_FILE=/etc/dovecot/mailcow-ldap-auth/http-secret MAILCOW_LDAP_AUTH_TIMEOUT_MSECS=10000\n";
+    write(&m.join("data/conf/dovecot/extra.conf"), first_line, 0o644);
+    let out = install(&m);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("an earlier shipped version"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(&passdb).unwrap(),
+        crate::support::clients::contrib("mailcow/dovecot/mailcow-ldap-auth-passdb.conf")
+    );
+    let extra = std::fs::read_to_string(m.join("data/conf/dovecot/extra.conf")).unwrap();
+    assert_eq!(
+        extra,
+        first_line.replace("\n", " MAILCOW_LDAP_AUTH_NOT_OURS=next\n"),
+        "{t}"
+    );
+    let serve = std::fs::read_to_string(m.join("data/conf/mailcow-ldap-auth/serve.toml")).unwrap();
+    assert!(serve.contains("sogo_address = \"172.22.9.248\""), "{serve}");
+    // Again: nothing to do.
+    let again = install(&m);
+    assert!(
+        again.status.success() && !text(&again).contains("replacing"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.join("data/conf/dovecot/extra.conf")).unwrap(),
+        extra
+    );
+
+    // A passdb.conf the admin changed is kept, and named.
+    write(
+        &passdb,
+        &FIRST_PASSDB_CONF.replace("return-ok", "return-ok\n  # mine"),
+        0o644,
+    );
+    let out = install(&m);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("passdb.conf differs"), "{}", text(&out));
 }

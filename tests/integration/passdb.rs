@@ -110,6 +110,43 @@ impl Env {
         write_config(self.dir.path(), "config.toml", &text)
     }
 
+    /// serve with this slapd and database, mailcow's userdb fields, the
+    /// shared secret and `mailcow` settings `extra`: the running serve and
+    /// its HTTP port.
+    fn serve(&self, secret: &Path, extra: &str) -> (crate::support::serve::Serve, u16) {
+        use crate::support::dovecot::{MAIL_GID, MAIL_UID};
+        use crate::support::serve::Serve;
+        let root = self.dir.path();
+        let state = root.join("serve-state");
+        std::fs::create_dir_all(&state).unwrap();
+        let (section, port, socket) = Serve::section(
+            root,
+            &format!("http_secret_file = \"{}\"", secret.display()),
+        );
+        let text = format!(
+            "state_dir = \"{}\"\nlog_target = \"stderr\"\n{}\n{}\n[provisioning]\nlogin_provisioning = false\n\
+             [dovecot]\nuid = \"{MAIL_UID}\"\ngid = \"{MAIL_GID}\"\nhome = \"{}/dovecot/mail/%d/%n\"\n\
+             [mailcow]\n{extra}\n{section}",
+            state.display(),
+            self.slapd.ldap_section(),
+            self.db.section(),
+            root.display(),
+        );
+        let cfg = write_config(root, "serve.toml", &text);
+        (Serve::start(&cfg, port, socket), port)
+    }
+
+    /// What slapd saw since `before`.
+    fn ops_since(&self, before: &Ops) -> Ops {
+        let after = self.slapd.binds();
+        Ops {
+            user: after.user - before.user,
+            user_failed: after.user_failed - before.user_failed,
+            service: after.service - before.service,
+            other: after.other - before.other,
+        }
+    }
+
     /// One checkpassword login: its result and what slapd saw meanwhile.
     fn login(&self, cfg: &Path, user: &str, pw: &str, service: &str) -> (Run, Ops) {
         let before = self.slapd.binds();
@@ -410,8 +447,7 @@ fn mailcow_ssha<D: sha2::Digest>(pw: &str, salt: &str) -> String {
 fn one_bind_per_login_through_dovecot_lua_and_serve() {
     use crate::serve_e2e::{install_lua, lua_block_23, write_secret};
     use crate::support::clients::imap_login;
-    use crate::support::dovecot::{Dovecot, MAIL_GID, MAIL_UID};
-    use crate::support::serve::Serve;
+    use crate::support::dovecot::Dovecot;
     require("dovecot", "dovecot-core");
     let e = Env::new();
     let root = e.dir.path().to_owned();
@@ -427,22 +463,7 @@ fn one_bind_per_login_through_dovecot_lua_and_serve() {
     );
 
     let secret = write_secret(&root);
-    let state = root.join("serve-state");
-    std::fs::create_dir_all(&state).unwrap();
-    let (section, port, socket) = Serve::section(
-        &root,
-        &format!("http_secret_file = \"{}\"", secret.display()),
-    );
-    let text = format!(
-        "state_dir = \"{}\"\nlog_target = \"stderr\"\n{}\n{}\n[provisioning]\nlogin_provisioning = false\n\
-         [dovecot]\nuid = \"{MAIL_UID}\"\ngid = \"{MAIL_GID}\"\nhome = \"{}/dovecot/mail/%d/%n\"\n{section}",
-        state.display(),
-        e.slapd.ldap_section(),
-        e.db.section(),
-        root.display(),
-    );
-    let cfg = write_config(&root, "serve.toml", &text);
-    let serve = Serve::start(&cfg, port, socket);
+    let (serve, port) = e.serve(&secret, "");
     let lua = install_lua(&root);
     let block = lua_block_23(&lua, port, &secret);
     let dovecot = Dovecot::start_with(&root, &e.slapd.ldap_section(), |_| block);
@@ -532,4 +553,143 @@ fn one_bind_per_login_through_dovecot_lua_and_serve() {
         .trim(),
         format!("{u}\t127.0.0.1\timap\t1\nlocal@example.org\t127.0.0.1\timap\t0")
     );
+}
+
+/// The chain recommended for mailcow-dockerized (`contrib/mailcow/`): serve's
+/// passdb first (the shipped passdb.conf and extra.conf), then mailcow's own
+/// passdbs as its dovecot.conf has them, with a stand-in for passwd-verify.lua
+/// and mailcowauth.php that binds to slapd for jdoe's passwords as mailcow's
+/// `user_login()` does. serve's refusals are final (`result_failure =
+/// return-fail`): a wrong LDAP password costs exactly one failed bind and
+/// mailcow's PHP is not asked; "not ours" (a keycloak mailbox) goes on to
+/// mailcow's passdbs (the script's PASSDB_RESULT_NEXT), and so does every
+/// login while serve is down.
+///
+/// With the former config (`result_failure = continue`) the wrong password
+/// went on to mailcow's two passwd-verify.lua passdbs: three failed binds and
+/// two requests to mailcow's PHP per attempt.
+#[test]
+fn mailcow_chain_wrong_password_costs_one_bind() {
+    use crate::serve_e2e::{
+        mailcow_chain, write_secret, MailcowEndpoint, KC_PW, KC_USER, LOCAL_PW, LOCAL_USER,
+    };
+    use crate::support::clients::imap_login;
+    use crate::support::dovecot::Dovecot;
+    require("dovecot", "dovecot-core");
+    let e = Env::new();
+    let root = e.dir.path().to_owned();
+    let u = "jdoe@example.org";
+    e.mailbox(u, "ldap", 1, "", "{}");
+    e.mailbox(KC_USER, "keycloak", 1, "", "{}");
+    let secret = write_secret(&root);
+    let (mut serve, port) = e.serve(&secret, "");
+    let endpoint = MailcowEndpoint::start_binding(format!("ldap://127.0.0.1:{}", e.slapd.port));
+    let block = mailcow_chain(&root, port, &secret, endpoint.port);
+    let dovecot = Dovecot::start_with(&root, &e.slapd.ldap_section(), |_| block);
+    let imap = dovecot.imap_port;
+    // One IMAP login: (accepted, binds at slapd, requests to mailcow's PHP).
+    let step = |user: &str, pw: &str| -> (bool, Ops, usize) {
+        let (before, asked) = (e.slapd.binds(), endpoint.count());
+        let r = imap_login(imap, user, pw);
+        let ops = e.ops_since(&before);
+        println!("{user}: {r} {ops:?}");
+        (r.starts_with("OK"), ops, endpoint.count() - asked)
+    };
+    let log = |s: &crate::support::serve::Serve| format!("{}\n{}", dovecot.log(), s.log_text());
+
+    for attempt in ["Wr0ng-mc-1", "Wr0ng-mc-2", "Wr0ng-mc-3"] {
+        let (ok, ops, asked) = step(u, attempt);
+        assert!(!ok, "{}", log(&serve));
+        assert_eq!(
+            (ops.user, ops.user_failed, asked),
+            (1, 1, 0),
+            "wrong LDAP password: exactly one failed bind (serve's) and mailcow's PHP \
+             not asked; got {ops:?}, mailcow asked {asked} times\n{}",
+            log(&serve)
+        );
+    }
+    let (ok, ops, asked) = step(u, "secret1");
+    assert!(ok, "LDAP password: {}", log(&serve));
+    assert_eq!((ops.user, ops.user_failed, asked), (1, 0, 0), "{ops:?}");
+
+    // Not ours: serve never binds, mailcow's passdb decides.
+    let (ok, ops, asked) = step(KC_USER, KC_PW);
+    assert!(
+        ok,
+        "keycloak mailbox through mailcow's passdb: {}",
+        log(&serve)
+    );
+    assert_eq!((ops.total(), asked), (0, 1), "keycloak: {ops:?}");
+    let (ok, ops, asked) = step(KC_USER, "Wr0ng-kc");
+    assert!(!ok);
+    assert_eq!(ops.total(), 0, "keycloak, wrong: {ops:?}");
+    assert!(asked >= 1, "keycloak, wrong: mailcow's passdb must decide");
+
+    // serve down: mailcow's passdb decides alone (its PHP binds for jdoe).
+    serve.stop();
+    let (ok, _, asked) = step(LOCAL_USER, LOCAL_PW);
+    assert!(ok, "mailcow mailbox while serve is down: {}", log(&serve));
+    assert_eq!(asked, 1);
+    let (ok, ops, asked) = step(u, "secret1");
+    assert!(ok, "LDAP password while serve is down: {}", log(&serve));
+    assert_eq!((ops.user, ops.user_failed, asked), (1, 0, 1), "{ops:?}");
+    let (ok, ..) = step(u, "Wr0ng-mc-4");
+    assert!(!ok);
+}
+
+/// serve's answers to a passdb chain (HTTP, as the Lua passdb asks): a
+/// refusal serve decided is final (`{"success":false}`), one another passdb
+/// may still accept says `"not_ours": true` — a keycloak mailbox, a login from
+/// SOGo's address (`mailcow.sogo_address`, never tried against LDAP), and with
+/// `passdb = "ldap-only"` every refusal (app passwords are mailcow's then).
+#[test]
+fn http_refusals_say_whether_another_passdb_may_decide() {
+    use crate::serve_e2e::{write_secret, KC_USER, SECRET};
+    let e = Env::new();
+    let u = "jdoe@example.org";
+    e.mailbox(u, "ldap", 1, "", "{}");
+    e.mailbox(KC_USER, "keycloak", 1, "", "{}");
+    let secret = write_secret(e.dir.path());
+    let auth = |serve: &crate::support::serve::Serve, user: &str, pw: &str, rip: &str| {
+        let before = e.slapd.binds();
+        let body = serde_json::json!({"username": user, "password": pw, "real_rip": rip, "service": "imap"});
+        let r = serve.http(
+            "POST",
+            "/auth",
+            &[("X-Auth-Secret", SECRET)],
+            &body.to_string(),
+        );
+        (r.status, r.json, e.ops_since(&before))
+    };
+    let (serve, _) = e.serve(&secret, "sogo_address = \"192.0.2.248\"");
+    let (st, json, ops) = auth(&serve, u, "Wr0ng-http-1", "192.0.2.7");
+    assert_eq!((st, ops.user_failed), (401, 1), "{json} {ops:?}");
+    assert_eq!(
+        json,
+        serde_json::json!({"success": false}),
+        "decided: final"
+    );
+    let (st, json, ops) = auth(&serve, KC_USER, "kc-anything", "192.0.2.7");
+    assert_eq!(
+        (st, json["not_ours"].as_bool(), ops.total()),
+        (401, Some(true), 0),
+        "{json}"
+    );
+    let (st, json, ops) = auth(&serve, u, "sogo-sso-secret", "192.0.2.248");
+    assert_eq!(
+        (st, json["not_ours"].as_bool(), ops.total()),
+        (401, Some(true), 0),
+        "{json} {ops:?}"
+    );
+    drop(serve);
+
+    let (serve, _) = e.serve(&secret, "passdb = \"ldap-only\"");
+    let (st, json, ops) = auth(&serve, u, "Wr0ng-http-2", "192.0.2.7");
+    assert_eq!(
+        (st, json["not_ours"].as_bool(), ops.user_failed),
+        (401, Some(true), 1),
+        "{json}"
+    );
+    let (st, json, _) = auth(&serve, u, "secret1", "192.0.2.7");
+    assert_eq!((st, json["success"].as_bool()), (200, Some(true)), "{json}");
 }

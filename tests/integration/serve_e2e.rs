@@ -32,7 +32,7 @@ use tempfile::TempDir;
 const USER: &str = "jdoe@example.org";
 const PASSWORD: &str = "secret1";
 const UNKNOWN: &str = "nobody-here@example.org";
-const SECRET: &str = "e2e-http-secret-5150";
+pub(crate) const SECRET: &str = "e2e-http-secret-5150";
 /// How long to wait for a log line written after the client got its answer.
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
@@ -379,10 +379,27 @@ pub(crate) struct MailcowEndpoint {
 
 pub(crate) const LOCAL_USER: &str = "local@example.org";
 pub(crate) const LOCAL_PW: &str = "local-mailcow-pw";
-const APP_PW: &str = "jdoe-app-password";
+pub(crate) const APP_PW: &str = "jdoe-app-password";
+/// A mailbox of authsource `keycloak`, and the password its identity provider knows.
+pub(crate) const KC_USER: &str = "kc@example.org";
+pub(crate) const KC_PW: &str = "kc-idp-password";
+/// jdoe's entry in the suite's slapd.
+const JDOE_DN: &str = "uid=jdoe,ou=people,dc=example,dc=org";
 
 impl MailcowEndpoint {
     pub(crate) fn start() -> MailcowEndpoint {
+        Self::start_with(None)
+    }
+
+    /// Like [`MailcowEndpoint::start`], and for jdoe's (an `ldap` mailbox's)
+    /// other passwords it binds to `ldap_url` as jdoe, as mailcow's
+    /// `user_login()` does for authsource `ldap`: the directory counts each
+    /// time mailcow's PHP is asked.
+    pub(crate) fn start_binding(ldap_url: String) -> MailcowEndpoint {
+        Self::start_with(Some(ldap_url))
+    }
+
+    fn start_with(ldap: Option<String>) -> MailcowEndpoint {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -395,7 +412,7 @@ impl MailcowEndpoint {
                 }
                 let Ok(mut c) = conn else { continue };
                 r.fetch_add(1, Ordering::SeqCst);
-                let _ = Self::answer(&mut c);
+                let _ = Self::answer(&mut c, ldap.as_deref());
             }
         });
         MailcowEndpoint {
@@ -406,7 +423,7 @@ impl MailcowEndpoint {
         }
     }
 
-    fn answer(c: &mut TcpStream) -> std::io::Result<()> {
+    fn answer(c: &mut TcpStream, ldap: Option<&str>) -> std::io::Result<()> {
         c.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut reader = BufReader::new(c.try_clone()?);
         let mut len = 0usize;
@@ -432,10 +449,19 @@ impl MailcowEndpoint {
         reader.read_exact(&mut body)?;
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let (user, pw) = (v["username"].as_str(), v["password"].as_str());
-        let ok = matches!(
-            (user, pw),
-            (Some(LOCAL_USER), Some(LOCAL_PW)) | (Some(USER), Some(APP_PW))
-        );
+        // mailcowauth.php: apppass_login(), then user_login() (for an
+        // `ldap` mailbox: a bind with the password).
+        let ok = match (user, pw) {
+            (Some(LOCAL_USER), Some(LOCAL_PW))
+            | (Some(USER), Some(APP_PW))
+            | (Some(KC_USER), Some(KC_PW)) => true,
+            (Some(USER), Some(pw)) => ldap.is_some_and(|url| {
+                ldap3::LdapConn::new(url)
+                    .and_then(|mut l| l.simple_bind(JDOE_DN, pw))
+                    .is_ok_and(|r| r.rc == 0)
+            }),
+            _ => false,
+        };
         // mailcowauth.php answers 200 either way, with success true or false.
         let out = format!(r#"{{"success":{ok},"role":false}}"#);
         c.write_all(
@@ -497,27 +523,26 @@ end
     )
 }
 
-#[test]
-fn mailcow_chain_serve_first_then_mailcow() {
-    let dir = TempDir::new().unwrap();
-    let root = dir.path().to_owned();
-    let mut slapd = Slapd::start(&root);
-    let secret = write_secret(&root);
-    let (cfg, port, socket) = serve_config(&root, &slapd, Some(&secret));
-    let serve = Serve::start(&cfg, port, socket);
-    let endpoint = MailcowEndpoint::start();
-    let lua = install_lua(&root);
+/// Dovecot's passdbs as in mailcow's `data/conf/dovecot/dovecot.conf`, with
+/// the shipped pieces inserted: extra.conf's import_environment, then the
+/// shipped passdb (`contrib/mailcow/dovecot/mailcow-ldap-auth-passdb.conf`)
+/// before mailcow's three passdbs, whose passwd-verify.lua is stood in for
+/// by [`mailcow_lua_stand_in`] asking the endpoint on `endpoint_port`.
+pub(crate) fn mailcow_chain(
+    root: &Path,
+    serve_port: u16,
+    secret: &Path,
+    endpoint_port: u16,
+) -> String {
+    let lua = install_lua(root);
     let stand_in = root.join("dovecot-lua").join("passwd-verify.lua");
-    std::fs::write(&stand_in, mailcow_lua_stand_in(endpoint.port)).unwrap();
+    std::fs::write(&stand_in, mailcow_lua_stand_in(endpoint_port)).unwrap();
     set_mode(&stand_in, 0o644);
-
-    // Dovecot's config as mailcow's, with the shipped pieces inserted: extra.conf's
-    // import_environment, then the shipped passdb before mailcow's three passdbs.
     let extra = contrib("mailcow/dovecot/extra.conf");
     let extra = moved(
         &extra,
         "http://ldap-auth-mailcow:9083",
-        &format!("http://127.0.0.1:{port}"),
+        &format!("http://127.0.0.1:{serve_port}"),
     );
     let extra = moved(
         &extra,
@@ -533,7 +558,7 @@ fn mailcow_chain_serve_first_then_mailcow() {
     let master = root.join("dovecot-master.passwd");
     std::fs::write(&master, "").unwrap();
     set_mode(&master, 0o644);
-    let block = format!(
+    format!(
         "{extra}\n{ours}\n\
          # mailcow's own passdbs (data/conf/dovecot/dovecot.conf), its script stood in for.\n\
          passdb {{\n  driver = lua\n  args = file={s} blocking=yes\n  result_success = return-ok\n\
@@ -544,7 +569,19 @@ fn mailcow_chain_serve_first_then_mailcow() {
         s = stand_in.display(),
         m = master.display(),
         r = root.display(),
-    );
+    )
+}
+
+#[test]
+fn mailcow_chain_serve_first_then_mailcow() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path().to_owned();
+    let mut slapd = Slapd::start(&root);
+    let secret = write_secret(&root);
+    let (cfg, port, socket) = serve_config(&root, &slapd, Some(&secret));
+    let serve = Serve::start(&cfg, port, socket);
+    let endpoint = MailcowEndpoint::start();
+    let block = mailcow_chain(&root, port, &secret, endpoint.port);
     let dovecot = Dovecot::start_with(&root, &slapd.ldap_section(), |_| block);
     let imap = dovecot.imap_port;
     let login = |user: &str, pw: &str| imap_login(imap, user, pw);
