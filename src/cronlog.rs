@@ -2,15 +2,19 @@
 //! `CRON_LOG` (`{"time", "priority", "task": "LDAP Sync (mailcow-ldap-auth)", "message"}`), the
 //! list mailcow's UI shows under System > Information > Logs > Crontasks.
 //!
-//! A tiny RESP client over TCP: AUTH, SELECT, LPUSH, nothing else. Redis
-//! being down never fails a sync: the first error is reported once, and the
-//! log goes on to syslog/stderr only.
+//! Also mailcow's rate limits (`RL_VALUE`). Through the `redis` crate (sync
+//! API, plain TCP as mailcow's Redis listens, no default features): AUTH and
+//! SELECT from `mailcow.redis_url`, then LPUSH / HSET / HDEL. Redis being
+//! down never fails a sync or a login: the first error is reported once, and
+//! the log goes on to syslog/stderr only.
 
 use crate::log::{self, Level};
 use crate::secret::Secret;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use std::time::Duration;
+
+/// Connect, AUTH and every command: each bounded by this.
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub const LIST: &str = "CRON_LOG";
 
@@ -81,67 +85,48 @@ pub fn parse_url(url: &str) -> Result<RedisTarget, String> {
     })
 }
 
-/// Encode a command as a RESP array of bulk strings.
-pub fn resp_command(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// One CRON_LOG entry as mailcow's PHP writes it.
 pub fn entry_json(time: u64, priority: &str, message: &str) -> String {
     serde_json::json!({ "time": time, "priority": priority, "task": TASK, "message": message })
         .to_string()
 }
 
-struct Conn {
-    stream: BufReader<TcpStream>,
-}
+/// A connection to mailcow's Redis.
+struct Conn(redis::Connection);
 
 impl Conn {
     fn open(t: &RedisTarget) -> Result<Conn, String> {
-        let addr = (t.host.as_str(), t.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("resolve {}: {e}", t.host))?
-            .next()
-            .ok_or_else(|| format!("{} has no address", t.host))?;
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-        let mut c = Conn {
-            stream: BufReader::new(s),
-        };
-        if let Some(pw) = &t.password {
-            match &t.user {
-                Some(u) => c.call(&["AUTH", u, pw])?,
-                None => c.call(&["AUTH", pw])?,
-            }
+        // No CLIENT SETINFO at connect: AUTH and SELECT only, as mailcow's PHP.
+        let mut settings = RedisConnectionInfo::default()
+            .set_db(i64::from(t.db))
+            .set_skip_set_lib_name();
+        if let Some(u) = &t.user {
+            settings = settings.set_username(u);
         }
-        if t.db != 0 {
-            c.call(&["SELECT", &t.db.to_string()])?;
+        if let Some(p) = &t.password {
+            settings = settings.set_password(p);
         }
-        Ok(c)
+        let info = ConnectionAddr::Tcp(t.host.clone(), t.port)
+            .into_connection_info()
+            .map_err(|e| e.to_string())?
+            .set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let c = client
+            .get_connection_with_timeout(TIMEOUT)
+            .map_err(|e| format!("connect {}:{}: {e}", t.host, t.port))?;
+        c.set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| c.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|e| e.to_string())?;
+        Ok(Conn(c))
     }
 
     fn call(&mut self, args: &[&str]) -> Result<(), String> {
-        self.stream
-            .get_mut()
-            .write_all(&resp_command(args))
-            .map_err(|e| format!("write: {e}"))?;
-        let mut line = String::new();
-        self.stream
-            .read_line(&mut line)
-            .map_err(|e| format!("read: {e}"))?;
-        match line.as_bytes().first() {
-            Some(b'+') | Some(b':') => Ok(()),
-            Some(b'-') => Err(format!("redis says: {}", line.trim_end())),
-            _ => Err(format!("unexpected reply {:?}", line.trim_end())),
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
         }
+        cmd.exec(&mut self.0)
+            .map_err(|e| format!("redis says: {e}"))
     }
 }
 
@@ -281,11 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn resp_and_json() {
-        assert_eq!(
-            resp_command(&["LPUSH", "K", "v"]),
-            b"*3\r\n$5\r\nLPUSH\r\n$1\r\nK\r\n$1\r\nv\r\n"
-        );
+    fn entries_as_mailcow_writes_them() {
         let j: serde_json::Value =
             serde_json::from_str(&entry_json(5, "info", "hi \"x\"")).unwrap();
         assert_eq!(j["time"], 5);

@@ -467,6 +467,46 @@ fn a_column_of_an_unexpected_type_fails_the_sync_temporarily() {
     assert_eq!(e.snapshot(), before);
 }
 
+/// mailcow.redis_url as the Redis client reads it: its database number is
+/// SELECTed (CRON_LOG lands in database 2, not 0), and a wrong password is
+/// said once, without the password, and never fails the sync.
+#[test]
+fn redis_url_database_and_a_wrong_password() {
+    let e = Env::new(2, "");
+    let port = e.redis.port;
+    let url = format!(
+        "redis://:{}@127.0.0.1:{port}/2",
+        crate::support::redis::PASSWORD
+    );
+    let cfg = e.config_named("db2.toml", "", &url);
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(e.redis.cron_log().is_empty(), "{:?}", e.redis.cron_log());
+    let log = e.redis.cron_log_in(2);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("\"task\":\"LDAP Sync (mailcow-ldap-auth)\"")),
+        "{log:?}"
+    );
+    let cfg = e.config_named(
+        "wrong.toml",
+        "",
+        &format!("redis://:not-it-4711@127.0.0.1:{port}/0"),
+    );
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stderr
+            .matches("cannot write to mailcow's CRON_LOG")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("not-it-4711"), "{}", r.stderr);
+    assert!(e.redis.cron_log().is_empty());
+}
+
 #[test]
 fn refusals_inside_a_page_roll_back_alone() {
     let e = Env::new(8, "");

@@ -46,6 +46,11 @@ impl Redis {
 
     /// The CRON_LOG list, newest first.
     pub fn cron_log(&self) -> Vec<String> {
+        self.cron_log_in(0)
+    }
+
+    /// The CRON_LOG list of database `db`, newest first.
+    pub fn cron_log_in(&self, db: u32) -> Vec<String> {
         let out = run_ok(
             Command::new("redis-cli")
                 .args([
@@ -56,6 +61,8 @@ impl Redis {
                     "-a",
                     PASSWORD,
                     "--no-auth-warning",
+                    "-n",
+                    &db.to_string(),
                 ])
                 .args(["LRANGE", "CRON_LOG", "0", "-1"]),
         );
