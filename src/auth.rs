@@ -217,6 +217,26 @@ pub fn decide(
         entry: None,
     };
     let mut app_pw = 0;
+    let as_sogo;
+    let (req, sogo_password) = match sogo_login(cfg, db, req, deadline, trace) {
+        Sogo::Not => (req, false),
+        Sogo::SingleSignOn(result) => {
+            d.result = result;
+            if let (Ok(acc), false) = (&d.result, req.dry_run) {
+                // mailcowauth.php: set_sasl_log(username, real_rip, "SOGO").
+                write_sasl_log(db, deadline, acc, req, "SOGO", 0);
+            }
+            return d;
+        }
+        Sogo::Refused(f) => {
+            d.result = Err(f);
+            return d;
+        }
+        Sogo::Password(r) => {
+            as_sogo = r;
+            (&as_sogo, true)
+        }
+    };
     d.result = decide_inner(
         cfg,
         ldap,
@@ -230,10 +250,115 @@ pub fn decide(
     );
     if let Ok(acc) = &d.result {
         if cfg.full_passdb && req.kind == RequestKind::Password && !req.dry_run {
-            write_sasl_log(db, deadline, acc, req, app_pw);
+            // A SOGo login: mailcow logs "SOGO" after an app password and
+            // the service it passed on ("NONE") after the mailbox's own.
+            let service = match (sogo_password, app_pw) {
+                (true, 0) => "NONE",
+                (true, _) => "SOGO",
+                (false, _) => req.service.as_deref().unwrap_or(""),
+            };
+            write_sasl_log(db, deadline, acc, req, service, app_pw);
         }
     }
     d
+}
+
+/// What [`sogo_login`] found.
+enum Sogo {
+    /// Not a password login from SOGo's address.
+    Not,
+    /// The password is SOGo's single sign-on secret: decided, no directory.
+    SingleSignOn(Result<Accepted, Failure>),
+    /// Refused before anything else (not ours, the secret unreadable).
+    Refused(Failure),
+    /// Another password from SOGo's address (a DAV or EAS client's, which
+    /// SOGo passes on): decided as usual, without a service (mailcow's
+    /// `'NONE'`: no `<service>_access`, no app password flag).
+    Password(Request),
+}
+
+/// SOGo's logins, as mailcow's `mailcowauth.php` (data/conf/dovecot/auth/)
+/// takes them: a request whose `real_rip` is SOGo's address and whose
+/// password equals the single sign-on secret (`/etc/sogo-sso/sogo-sso.pass`,
+/// compared whole, as its `===`) logs in; mailcow checks nothing else there
+/// and lets its SQL userdb refuse a mailbox that is not active 1 or 2, so
+/// serve asks for the mailbox row and [`provision::lookup_allowed`] (the
+/// same rule), and binds to nothing. Any other password from SOGo's address
+/// goes on as mailcow's `apppass_login()` / `user_login()` with service
+/// `'NONE'`. The secret is not a user's password: it is never tried against
+/// LDAP when it matches; one that does not match cannot be told from a
+/// user's password and is decided as one (one bind for an `ldap` mailbox,
+/// where mailcow's PHP binds twice).
+///
+/// Without `sogo_sso_file` (or with `passdb = "ldap-only"`), SOGo's logins
+/// are not ours: mailcow's passdb checks them, serve never binds for them.
+fn sogo_login(
+    cfg: &Config,
+    db: &mut dyn StoreSource,
+    req: &Request,
+    deadline: Instant,
+    trace: &mut dyn Trace,
+) -> Sogo {
+    if req.kind != RequestKind::Password || !from_sogo(cfg, req) {
+        return Sogo::Not;
+    }
+    let Some(password) = req.password.as_ref().filter(|p| !p.is_empty()) else {
+        return Sogo::Not;
+    };
+    let not_ours = || {
+        Sogo::Refused(Failure::NotOurs(
+            "a login from SOGo's address (mailcow.sogo_address)".into(),
+        ))
+    };
+    let Some(path) = cfg.sogo_sso_file.as_deref().filter(|_| cfg.full_passdb) else {
+        trace.step("the login comes from SOGo's address: mailcow's passdb decides");
+        return not_ours();
+    };
+    let secret = match crate::trusted_file::read_trusted(path, false) {
+        Ok(t) => t.text,
+        // An unreadable secret must not turn SOGo's logins into LDAP binds.
+        Err(e) => {
+            return Sogo::Refused(Failure::Temporary(format!(
+                "mailcow.sogo_sso_file {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    if !secret.is_empty() && passhash::ct_eq(secret.as_bytes(), password.expose().as_bytes()) {
+        trace.step("SOGo's single sign-on secret from SOGo's address: the directory is not asked");
+        return Sogo::SingleSignOn(sso_mailbox(cfg, db, req, deadline, trace));
+    }
+    trace.step("from SOGo's address, not the single sign-on secret: decided without a service, as mailcow's 'NONE'");
+    Sogo::Password(Request {
+        login: req.login.clone(),
+        password: req.password.clone(),
+        kind: req.kind,
+        service: None,
+        remote_ip: req.remote_ip.clone(),
+        dry_run: req.dry_run,
+    })
+}
+
+/// The mailbox a single sign-on logs in (it must exist and receive mail).
+fn sso_mailbox(
+    cfg: &Config,
+    db: &mut dyn StoreSource,
+    req: &Request,
+    deadline: Instant,
+    trace: &mut dyn Trace,
+) -> Result<Accepted, Failure> {
+    validate_login(&req.login)?;
+    let addr = provision::login_as_address(&req.login).ok_or(Failure::UnknownUser)?;
+    let Some(store) = db.get(deadline)? else {
+        return Err(Failure::UnknownUser);
+    };
+    let row = store.mailbox(&addr)?.ok_or(Failure::UnknownUser)?;
+    provision::lookup_allowed(&row)?;
+    trace.step(&format!("single sign-on for mailbox {}", row.username));
+    Ok(Accepted {
+        fields: fields(cfg, &row.username, Some(row.quota)),
+        user: row.username,
+    })
 }
 
 /// The `sasl_log` row mailcow's `mailcowauth.php` writes after each
@@ -245,9 +370,9 @@ fn write_sasl_log(
     deadline: Instant,
     acc: &Accepted,
     req: &Request,
+    service: &str,
     app_pw: i64,
 ) {
-    let service = req.service.as_deref().unwrap_or("");
     let rip = req.remote_ip.as_deref().unwrap_or("");
     let r = db.get(deadline).and_then(|s| match s {
         Some(store) => store.sasl_log(&acc.user, rip, service, app_pw),
@@ -452,15 +577,6 @@ fn decide_inner(
             _ => return Err(Failure::BadRequest("empty password".into())),
         },
     };
-    if password.is_some() && from_sogo(cfg, req) {
-        // mailcow's `mailcowauth.php` answers SOGo's logins (its single
-        // sign-on) before anything else; serve hands them on unasked, so
-        // the SSO secret is never tried as an LDAP password.
-        trace.step("the login comes from SOGo's address: mailcow's passdb decides");
-        return Err(Failure::NotOurs(
-            "a login from SOGo's address (mailcow.sogo_address)".into(),
-        ));
-    }
     // With a database, a lookup is answered from mailcow's mailboxes alone.
     if req.kind == RequestKind::Lookup && db.configured() {
         let Some(store) = db.get(deadline)? else {

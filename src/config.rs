@@ -168,6 +168,8 @@ pub struct RawMailcow {
     pub passdb: Option<String>,
     /// SOGo's address on mailcow's network (`${IPV4_NETWORK}.248`).
     pub sogo_address: Option<String>,
+    /// mailcow's SOGo single sign-on secret (`sogo-sso.pass`).
+    pub sogo_sso_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -395,6 +397,10 @@ pub struct Config {
     /// `[mailcow] sogo_address`: logins from this address are SOGo's (its
     /// single sign-on, as mailcow's `mailcowauth.php` tells them apart).
     pub sogo_address: Option<IpAddr>,
+    /// `[mailcow] sogo_sso_file`: SOGo's single sign-on secret, read at each
+    /// login from `sogo_address` (mailcow writes a new one at every start of
+    /// its Dovecot container). `None`: serve hands SOGo's logins on.
+    pub sogo_sso_file: Option<PathBuf>,
     pub sync: SyncConfig,
     pub serve: ServeConfig,
 }
@@ -565,6 +571,24 @@ impl RawConfig {
             })?),
         };
 
+        let sogo_sso_file = match &self.mailcow.sogo_sso_file {
+            None => None,
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(_) if sogo_address.is_none() => {
+                return Err(err(
+                    "mailcow.sogo_sso_file needs mailcow.sogo_address (the logins it is for come from SOGo's address)"
+                        .into(),
+                ))
+            }
+            Some(_) if database.is_none() => {
+                return Err(err(
+                    "mailcow.sogo_sso_file needs a [database] section (a single sign-on logs in a mailcow mailbox)"
+                        .into(),
+                ))
+            }
+            Some(p) => Some(p.clone()),
+        };
+
         let mappings: Vec<Mapping> = self
             .attribute_mapping
             .or(ui.mappings)
@@ -686,6 +710,7 @@ impl RawConfig {
             redis_url: self.mailcow.redis_url.filter(|s| !s.is_empty()),
             full_passdb,
             sogo_address,
+            sogo_sso_file,
             sync,
             serve,
         })
@@ -1224,6 +1249,28 @@ mod tests {
             e.contains("mailcow.sogo_address") && e.contains("IP address"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sogo_sso_file_needs_the_address_and_a_database() {
+        let db = "[database]\npassword = \"p\"\n";
+        let file = "sogo_sso_file = \"/etc/sogo-sso/sogo-sso.pass\"\n";
+        let c = validate(&format!(
+            "{MIN}{db}[mailcow]\nsogo_address = \"172.22.1.248\"\n{file}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sogo_sso_file.as_deref(),
+            Some(Path::new("/etc/sogo-sso/sogo-sso.pass"))
+        );
+        let e = validate(&format!("{MIN}{db}[mailcow]\n{file}")).unwrap_err();
+        assert!(e.contains("needs mailcow.sogo_address"), "{e}");
+        let e = validate(&format!(
+            "{MIN}[mailcow]\nsogo_address = \"172.22.1.248\"\n{file}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("[database]"), "{e}");
+        assert_eq!(validate(MIN).unwrap().sogo_sso_file, None);
     }
 
     #[test]

@@ -59,7 +59,8 @@ fn split_scheme(hash: &str) -> Option<(String, &str)> {
     Some((scheme.to_ascii_uppercase(), body))
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+/// Constant-time equality (the length is not hidden).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 

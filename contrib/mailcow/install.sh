@@ -273,6 +273,9 @@ else
             note "docker-compose.override.yml exists and has no ${s%%=*} service: merge the service from $SRC/${s#*=} into it (it was not changed)"
         fi
     done
+    if grep -q '^  ldap-auth-mailcow:' docker-compose.override.yml && ! grep -q '/etc/sogo-sso' docker-compose.override.yml; then
+        note "docker-compose.override.yml: the ldap-auth-mailcow service does not mount SOGo's single sign-on secret: add the volume \"./data/conf/phpfpm/sogo-sso:/etc/sogo-sso:ro,z\" from $SRC/contrib/mailcow/docker-compose.override.yml"
+    fi
     # The first version's services: single-file mounts (an edited file stays
     # invisible), no pull_policy, an entrypoint that no longer exists.
     if grep -q 'serve.toml:/etc/mailcow-ldap-auth/config.toml\|http-secret:/etc/mailcow-ldap-auth/http-secret' docker-compose.override.yml; then

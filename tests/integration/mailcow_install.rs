@@ -601,6 +601,16 @@ fn mailcow_install_script_upgrades_the_first_chain() {
     );
     let serve = std::fs::read_to_string(m.join("data/conf/mailcow-ldap-auth/serve.toml")).unwrap();
     assert!(serve.contains("sogo_address = \"172.22.9.248\""), "{serve}");
+    // SOGo's single sign-on secret, where mailcow's PHP reads it too.
+    assert!(
+        serve.contains("sogo_sso_file = \"/etc/sogo-sso/sogo-sso.pass\""),
+        "{serve}"
+    );
+    let o = std::fs::read_to_string(m.join("docker-compose.override.yml")).unwrap();
+    assert!(
+        o.contains("- ./data/conf/phpfpm/sogo-sso:/etc/sogo-sso:ro,z"),
+        "{o}"
+    );
     // Again: nothing to do.
     let again = install(&m);
     assert!(

@@ -693,3 +693,143 @@ fn http_refusals_say_whether_another_passdb_may_decide() {
     let (st, json, _) = auth(&serve, u, "secret1", "192.0.2.7");
     assert_eq!((st, json["success"].as_bool()), (200, Some(true)), "{json}");
 }
+
+/// SOGo's single sign-on, as mailcow's `mailcowauth.php` takes it: from
+/// SOGo's address (`mailcow.sogo_address`) with the secret of
+/// `mailcow.sogo_sso_file` (mailcow's `/etc/sogo-sso/sogo-sso.pass`, written
+/// by its Dovecot container at each start, mode 0644), a login is accepted
+/// with no LDAP traffic and `sasl_log` says "SOGO". The secret from any other
+/// address is only a password (tried as one: one failed bind). From SOGo's
+/// address another password is decided as mailcow's `'NONE'` service does (a
+/// DAV client's own password or app password, which SOGo passes on): a
+/// wrong one costs the one bind any wrong password costs.
+#[test]
+fn sogo_single_sign_on_from_sogos_address_only() {
+    use crate::serve_e2e::{write_secret, SECRET};
+    use std::os::unix::fs::PermissionsExt;
+    let e = Env::new();
+    let u = "jdoe@example.org";
+    e.mailbox(u, "ldap", 1, "", "{}");
+    e.mailbox("off@example.org", "ldap", 0, "", "{}");
+    e.mailbox("nologin@example.org", "ldap", 2, "", "{}");
+    e.mailbox(
+        "mc@example.org",
+        "mailcow",
+        1,
+        &dovecot_hash("SHA512-CRYPT", "mc-own-1"),
+        "{}",
+    );
+    e.app_password(u, &dovecot_hash("BLF-CRYPT", "sogo-App-1"), 1, &["imap"]);
+    let sso = e.dir.path().join("sogo-sso.pass");
+    // As mailcow's Dovecot entrypoint writes it: `echo -n ... >`, umask 022.
+    std::fs::write(&sso, "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1").unwrap();
+    std::fs::set_permissions(&sso, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = write_secret(e.dir.path());
+    let (serve, _) = e.serve(
+        &secret,
+        &format!(
+            "sogo_address = \"192.0.2.248\"\nsogo_sso_file = \"{}\"",
+            sso.display()
+        ),
+    );
+    let auth = |user: &str, pw: &str, rip: &str| {
+        let before = e.slapd.binds();
+        let body = serde_json::json!({"username": user, "password": pw, "real_rip": rip, "service": "imap"});
+        let r = serve.http(
+            "POST",
+            "/auth",
+            &[("X-Auth-Secret", SECRET)],
+            &body.to_string(),
+        );
+        let ops = e.ops_since(&before);
+        println!("{user} from {rip}: {} {} {ops:?}", r.status, r.json);
+        (r.status, r.json, ops)
+    };
+    let sogo = "192.0.2.248";
+    // sasl_log has one row per (service, real_rip, username): this one's app_password.
+    let sasl = |user: &str, service: &str| {
+        e.db.sql(&format!(
+            "SELECT app_password FROM sasl_log WHERE username = '{user}' AND service = '{service}' AND real_rip = '{sogo}'"
+        ))
+        .trim()
+        .to_owned()
+    };
+
+    let (st, json, ops) = auth(u, "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1", sogo);
+    assert_eq!((st, json["user"].as_str()), (200, Some(u)), "{json}");
+    assert_eq!(ops.total(), 0, "single sign-on: no LDAP traffic: {ops:?}");
+    assert_eq!(sasl(u, "SOGO"), "0");
+    // active = 2 receives mail and mailcow's userdb answers for it: SSO logs
+    // in as in mailcow; active = 0 does not.
+    let (st, _, ops) = auth(
+        "nologin@example.org",
+        "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1",
+        sogo,
+    );
+    assert_eq!((st, ops.total()), (200, 0));
+    let (st, json, ops) = auth("off@example.org", "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1", sogo);
+    assert_eq!((st, ops.total()), (401, 0), "{json}");
+    assert_eq!(json, serde_json::json!({"success": false}));
+    let (st, _, ops) = auth(
+        "nobody@example.org",
+        "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1",
+        sogo,
+    );
+    assert_eq!((st, ops.total()), (401, 0));
+
+    // The secret from any other address is just a password: wrong, and final.
+    let (st, json, ops) = auth(u, "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1", "192.0.2.7");
+    assert_eq!((st, ops.user, ops.user_failed), (401, 1, 1), "{json}");
+    assert_eq!(json, serde_json::json!({"success": false}));
+    let (st, _, ops) = auth(
+        "mc@example.org",
+        "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1",
+        "192.0.2.7",
+    );
+    assert_eq!((st, ops.total()), (401, 0));
+
+    // From SOGo's address, other passwords are decided without a service.
+    let (st, _, ops) = auth(u, "Wr0ng-sogo-1", sogo);
+    assert_eq!(
+        (st, ops.user, ops.user_failed),
+        (401, 1, 1),
+        "a wrong password: one bind"
+    );
+    let (st, _, ops) = auth("mc@example.org", "Wr0ng-sogo-2", sogo);
+    assert_eq!((st, ops.total()), (401, 0));
+    let (st, _, ops) = auth(u, "secret1", sogo);
+    assert_eq!((st, ops.user, ops.user_failed), (200, 1, 0));
+    assert_eq!(sasl(u, "NONE"), "0");
+    // IMAP is off for this app password: 'NONE' checks no flag (as mailcow).
+    let (st, _, ops) = auth(u, "sogo-App-1", sogo);
+    assert_eq!((st, ops.total()), (200, 0));
+    assert_ne!(sasl(u, "SOGO"), "0", "the app password's id");
+    let (st, _, _) = auth(u, "sogo-App-1", "192.0.2.7");
+    assert_eq!(st, 401, "imap_access 0 for the app password elsewhere");
+
+    // mailcow writes a new secret at each start of its Dovecot: read each time.
+    std::fs::write(&sso, "n3ws3cr3t").unwrap();
+    let (st, _, ops) = auth(u, "n3ws3cr3t", sogo);
+    assert_eq!((st, ops.total()), (200, 0));
+    let (st, _, ops) = auth(u, "k3y0fs0g0ss0aaaaaaaaaaaaaaaaaaa1", sogo);
+    assert_eq!(
+        (st, ops.user_failed),
+        (401, 1),
+        "the old secret is a wrong password now"
+    );
+    // A secret others may write is refused: a temporary failure, no bind.
+    std::fs::set_permissions(&sso, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (st, json, ops) = auth(u, "n3ws3cr3t", sogo);
+    assert_eq!((st, ops.total()), (503, 0), "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sogo_sso_file"),
+        "{json}"
+    );
+    assert!(
+        !serve.log_text().contains("n3ws3cr3t"),
+        "the secret is never logged"
+    );
+}
