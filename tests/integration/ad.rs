@@ -667,3 +667,76 @@ fn nested_groups_in_the_filter_and_the_global_catalog() {
     let r = env.dc.login(&gc, ALICE.sam, "Wrong-Pass-1", &env.reply);
     assert_eq!(r.code, 1, "{r:?}");
 }
+
+/// The lockout arithmetic at a real directory: through serve (HTTP, as the
+/// Lua passdb asks, `passdb = "full"` with mailcow's database), each wrong
+/// password costs the user exactly +1 `badPwdCount` (Samba's, read as
+/// Administrator); an app-password login and a refusal of an inactive
+/// mailbox cost +0, whatever the password.
+#[test]
+fn bad_password_count_rises_once_per_wrong_password_through_serve() {
+    let env = Env::new();
+    let db = mailcow_db();
+    let cfg = env.config(&provisioning(&db), DOVECOT);
+    let (section, ns_port, socket) = Serve::section(env.path(), "");
+    let text = format!("{}\n{section}", std::fs::read_to_string(&cfg).unwrap());
+    let serve_cfg = write_config(env.path(), "serve-badpwd.toml", &text);
+    let fwd = env.dc.forward(ns_port);
+    let mut serve = Serve::start_cmd(env.dc.in_ns(bin()), &serve_cfg, fwd.port, socket);
+    let count = || -> usize {
+        env.dc
+            .read_attr(&format!("(sAMAccountName={})", BOB.sam), "badPwdCount")
+            .first()
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    let login = |pw: &str, service: &str| -> (u16, isize) {
+        let before = count();
+        let r = serve.auth(BOB.mail, pw, service);
+        let delta = count() as isize - before as isize;
+        println!(
+            "{service} {}: HTTP {} badPwdCount {before} -> +{delta}",
+            r.status, r.json
+        );
+        (r.status, delta)
+    };
+
+    // The first login creates the mailbox (and a good bind leaves the count at 0).
+    assert_eq!(login(BOB.password, "imap"), (200, 0));
+    assert_eq!(count(), 0);
+    // Below the lockout threshold (3): each wrong password once.
+    assert!(LOCKOUT_THRESHOLD > 2);
+    assert_eq!(
+        login("Wrong-Pass-1", "imap"),
+        (401, 1),
+        "one wrong password, +1"
+    );
+    assert_eq!(
+        login("Wrong-Pass-2", "smtp"),
+        (401, 1),
+        "one wrong password, +1"
+    );
+
+    // An app password: no bind, so +0 (and the count is not reset either).
+    let hash = crate::passdb::dovecot_hash("BLF-CRYPT", "Bob-App-Pass-1");
+    db.sql(&format!(
+        "INSERT INTO app_passwd (name, mailbox, domain, password, active) \
+         VALUES ('phone', '{}', 'corp.example.org', '{hash}', 1)",
+        BOB.mail
+    ));
+    assert_eq!(login("Bob-App-Pass-1", "imap"), (200, 0), "app password");
+    assert_eq!(count(), 2);
+
+    // An inactive mailbox is refused before the bind: +0 for any password.
+    db.sql(&format!(
+        "UPDATE mailbox SET active = 0 WHERE username = '{}'",
+        BOB.mail
+    ));
+    assert_eq!(login("Wrong-Pass-3", "imap"), (401, 0), "inactive mailbox");
+    assert_eq!(login(BOB.password, "imap"), (401, 0), "inactive mailbox");
+    assert_eq!(
+        count(),
+        2,
+        "never locked out by refusals the directory did not see"
+    );
+    serve.stop();
+}
