@@ -198,6 +198,8 @@ pub struct RawServe {
     pub workers: Option<usize>,
     pub queue_timeout_ms: Option<u64>,
     pub ldap_connections: Option<usize>,
+    pub ldap_bind_connections: Option<usize>,
+    pub dn_cache_seconds: Option<u64>,
     pub db_connections: Option<usize>,
     pub max_body_bytes: Option<usize>,
 }
@@ -362,6 +364,10 @@ pub struct ServeConfig {
     pub workers: usize,
     pub queue_timeout: Duration,
     pub ldap_connections: usize,
+    /// Warm connections kept for user binds only.
+    pub ldap_bind_connections: usize,
+    /// How long a login's DN (and the attributes read) is cached; zero: never.
+    pub dn_cache: Duration,
     pub db_connections: usize,
     pub max_body_bytes: usize,
 }
@@ -755,6 +761,16 @@ fn validate_serve(path: &Path, r: RawServe) -> Result<ServeConfig, ConfigError> 
                 .into(),
         ));
     }
+    let ldap_bind_connections = r.ldap_bind_connections.unwrap_or(8);
+    if ldap_bind_connections > 256 {
+        return Err(err("serve.ldap_bind_connections must be at most 256".into()));
+    }
+    let dn_cache_seconds = r.dn_cache_seconds.unwrap_or(0);
+    if dn_cache_seconds > 86_400 {
+        return Err(err(
+            "serve.dn_cache_seconds must be between 0 (no cache) and 86400".into(),
+        ));
+    }
     let max_body_bytes = r.max_body_bytes.unwrap_or(8192);
     if !(256..=1_048_576).contains(&max_body_bytes) {
         return Err(err(
@@ -780,6 +796,8 @@ fn validate_serve(path: &Path, r: RawServe) -> Result<ServeConfig, ConfigError> 
         workers,
         queue_timeout: Duration::from_millis(queue),
         ldap_connections,
+        ldap_bind_connections,
+        dn_cache: Duration::from_secs(dn_cache_seconds),
         db_connections,
         max_body_bytes,
     })

@@ -302,13 +302,21 @@ fn result_failure(what: &str, r: &ldap3::LdapResult) -> String {
     }
 }
 
-/// Service-bound connections kept warm by the long-running `serve`, and the
-/// in-process memory of failed hosts.
+/// Warm connections kept by the long-running `serve`, in two pools that never
+/// mix: service-bound connections that only search, and connections that only
+/// carry user binds (a bind replaces the connection's identity, so nothing is
+/// ever searched or read on them). Also the in-process memory of failed hosts,
+/// the optional DN cache, and the recent refused-bind times that an unknown
+/// user's answer is padded to.
 pub struct LdapPool {
     idle: Mutex<Vec<Idle>>,
+    binders: Mutex<Vec<Idle>>,
     max_idle: usize,
+    max_bind_idle: usize,
     max_age: Duration,
     health: Mutex<HostHealth>,
+    dn_cache: DnCache,
+    refusals: Mutex<RefusalTimes>,
 }
 
 struct Idle {
@@ -317,54 +325,181 @@ struct Idle {
     since: Instant,
 }
 
-impl LdapPool {
-    pub fn new(max_idle: usize) -> LdapPool {
-        LdapPool {
-            idle: Mutex::new(Vec::new()),
-            max_idle,
-            // Servers drop idle connections; don't offer one that may be dead.
-            max_age: Duration::from_secs(60),
-            health: Mutex::new(HostHealth::in_memory()),
+/// Take a warm connection to `host` from `list`, dropping stale ones.
+fn take_from(list: &Mutex<Vec<Idle>>, max_age: Duration, host: &Host) -> Option<LdapConn> {
+    let mut idle = list.lock().unwrap_or_else(|p| p.into_inner());
+    idle.retain(|i| i.since.elapsed() < max_age);
+    while let Some(pos) = idle.iter().rposition(|i| &i.host == host) {
+        let mut i = idle.swap_remove(pos);
+        if !i.conn.is_closed() {
+            return Some(i.conn);
+        }
+    }
+    None
+}
+
+/// Give a healthy connection back to `list` (dropped when it holds `max` already).
+fn put_into(list: &Mutex<Vec<Idle>>, max: usize, host: &Host, conn: LdapConn) {
+    let mut idle = list.lock().unwrap_or_else(|p| p.into_inner());
+    if idle.len() < max {
+        idle.push(Idle {
+            host: host.clone(),
+            conn,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// How many refused binds the padding of unknown users looks back on.
+const REFUSALS_KEPT: usize = 32;
+/// An unknown user's answer is never padded by more than this.
+const MAX_PAD: Duration = Duration::from_millis(500);
+
+/// The durations of the latest user binds refused as invalid credentials.
+#[derive(Default)]
+struct RefusalTimes {
+    ring: Vec<Duration>,
+    next: usize,
+}
+
+impl RefusalTimes {
+    fn record(&mut self, d: Duration) {
+        if self.ring.len() < REFUSALS_KEPT {
+            self.ring.push(d);
+        } else {
+            self.ring[self.next] = d;
+        }
+        self.next = (self.next + 1) % REFUSALS_KEPT;
+    }
+
+    /// Their median, when any was seen.
+    fn median(&self) -> Option<Duration> {
+        let mut v = self.ring.clone();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    }
+}
+
+/// The most entries the DN cache holds; beyond it new logins are not cached.
+const DN_CACHE_MAX: usize = 100_000;
+
+/// login -> the entry its search found (DN and the attributes read), for
+/// `serve.dn_cache_seconds`. Never a password.
+struct DnCache {
+    ttl: Duration,
+    map: Mutex<std::collections::HashMap<String, (UserEntry, Instant)>>,
+}
+
+impl DnCache {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (UserEntry, Instant)>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, login: &str) -> Option<UserEntry> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut map = self.lock();
+        match map.get(login) {
+            Some((e, at)) if at.elapsed() < self.ttl => Some(e.clone()),
+            Some(_) => {
+                map.remove(login);
+                None
+            }
+            None => None,
         }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn put(&self, login: &str, entry: &UserEntry) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.lock();
+        if map.len() >= DN_CACHE_MAX && !map.contains_key(login) {
+            let ttl = self.ttl;
+            map.retain(|_, (_, at)| at.elapsed() < ttl);
+            if map.len() >= DN_CACHE_MAX {
+                return;
+            }
+        }
+        map.insert(login.to_owned(), (entry.clone(), Instant::now()));
+    }
+
+    fn forget(&self, login: &str) {
+        if !self.ttl.is_zero() {
+            self.lock().remove(login);
+        }
+    }
+}
+
+impl LdapPool {
+    /// `max_idle` search connections and `max_bind_idle` bind connections
+    /// kept; DN cache entries live `dn_cache` (zero: no cache).
+    pub fn new(max_idle: usize, max_bind_idle: usize, dn_cache: Duration) -> LdapPool {
+        LdapPool {
+            idle: Mutex::new(Vec::new()),
+            binders: Mutex::new(Vec::new()),
+            max_idle,
+            max_bind_idle,
+            // Servers drop idle connections; don't offer one that may be dead.
+            max_age: Duration::from_secs(60),
+            health: Mutex::new(HostHealth::in_memory()),
+            dn_cache: DnCache {
+                ttl: dn_cache,
+                map: Mutex::new(Default::default()),
+            },
+            refusals: Mutex::new(RefusalTimes::default()),
+        }
+    }
+
+    /// The pools `[serve]` asks for.
+    pub fn for_serve(serve: &crate::config::ServeConfig) -> LdapPool {
+        Self::new(
+            serve.ldap_connections,
+            serve.ldap_bind_connections,
+            serve.dn_cache,
+        )
     }
 
     fn lock_health(&self) -> std::sync::MutexGuard<'_, HostHealth> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A warm connection to `host`, checked before reuse, if one is idle.
+    fn lock_refusals(&self) -> std::sync::MutexGuard<'_, RefusalTimes> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A warm service-bound connection to `host`, checked before reuse, if one is idle.
     fn take(&self, host: &Host) -> Option<LdapConn> {
-        let mut idle = self.lock_idle();
-        let max_age = self.max_age;
-        idle.retain(|i| i.since.elapsed() < max_age);
-        while let Some(pos) = idle.iter().rposition(|i| &i.host == host) {
-            let mut i = idle.swap_remove(pos);
-            if !i.conn.is_closed() {
-                return Some(i.conn);
-            }
-        }
-        None
+        take_from(&self.idle, self.max_age, host)
     }
 
-    /// Give a healthy connection back (dropped when the pool is full).
+    /// Give a healthy service-bound connection back (dropped when the pool is full).
     fn put(&self, host: &Host, conn: LdapConn) {
-        let mut idle = self.lock_idle();
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                host: host.clone(),
-                conn,
-                since: Instant::now(),
-            });
-        }
+        put_into(&self.idle, self.max_idle, host, conn);
     }
 
-    /// Idle connections right now (for tests and /health).
+    /// A warm bind-only connection to `host`, if one is idle.
+    fn take_binder(&self, host: &Host) -> Option<LdapConn> {
+        take_from(&self.binders, self.max_age, host)
+    }
+
+    /// Give a bind-only connection back after a bind the server answered
+    /// with success or invalid credentials.
+    fn put_binder(&self, host: &Host, conn: LdapConn) {
+        put_into(&self.binders, self.max_bind_idle, host, conn);
+    }
+
+    /// Idle search connections right now (for tests and /health).
     pub fn idle_count(&self) -> usize {
-        self.lock_idle().len()
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Idle bind-only connections right now (for tests and /health).
+    pub fn idle_bind_count(&self) -> usize {
+        self.binders.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// A copy of the failed-host memory.
@@ -372,9 +507,14 @@ impl LdapPool {
         self.lock_health().clone()
     }
 
-    /// Forget every idle connection (after a configuration reload).
+    /// Forget every idle connection and cached DN (after a configuration reload).
     pub fn clear(&self) {
-        self.lock_idle().clear();
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.binders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.dn_cache.lock().clear();
     }
 }
 
@@ -605,67 +745,119 @@ impl<'a> Directory<'a> {
         }
     }
 
-    /// Bind as the user on this connection, which the caller then drops.
+    /// Bind as the user on this connection (one-shot: the caller then drops it).
     fn user_bind(&self, conn: &mut LdapConn, dn: &str, password: &Secret) -> Result<(), Attempt> {
-        if password.is_empty() {
-            // An empty password makes an "unauthenticated" bind that many servers accept.
-            return Err(Attempt::Final(Failure::BadRequest("empty password".into())));
-        }
-        if dn.trim().is_empty() {
-            // A simple bind with an empty name is anonymous (RFC 4513 5.1.2),
-            // whatever the password: it proves nothing.
-            return Err(Attempt::Final(Failure::Temporary(
-                "the directory returned an entry with an empty DN; refusing to bind as it".into(),
-            )));
-        }
+        check_bind(dn, password)?;
         let t = self.op_timeout().map_err(Attempt::Final)?;
-        // Ask for OpenLDAP's password-policy reason (not critical: AD and
-        // servers without ppolicy ignore it).
-        let r = conn
-            .with_timeout(t)
-            .with_controls(vec![RawControl {
-                ctype: PPOLICY_OID.to_owned(),
-                crit: false,
-                val: None,
-            }])
-            .simple_bind(dn, password.expose())
-            .map_err(|e| Attempt::NextHost(explain(&e)))?;
-        match r.rc {
-            rc::SUCCESS => Ok(()),
-            rc::INVALID_CREDENTIALS => {
-                let policy = r
-                    .ctrls
-                    .iter()
-                    .find(|c| c.1.ctype == PPOLICY_OID)
-                    .and_then(|c| c.1.val.as_deref())
-                    .and_then(ppolicy_error);
-                match policy.and_then(ppolicy_reason) {
-                    Some(why) => Err(Attempt::Final(Failure::Denied(format!(
-                        "{why} (password policy)"
-                    )))),
-                    None => Err(Attempt::Final(refusal(&r.text))),
+        let r = raw_user_bind(conn, dn, password, t).map_err(|e| Attempt::NextHost(explain(&e)))?;
+        judge_bind(&r)
+    }
+
+    /// Bind as `dn` on a warm bind-only connection to `host` (a new one when
+    /// none is idle, or once more when the warm one turns out closed). The
+    /// connection goes back to the pool only when the server answered with
+    /// success or invalid credentials; after anything else it is dropped.
+    fn pooled_bind(
+        &mut self,
+        pool: &LdapPool,
+        host: &Host,
+        dn: &str,
+        password: &Secret,
+    ) -> Result<ldap3::LdapResult, Attempt> {
+        check_bind(dn, password)?;
+        let mut reused = pool.take_binder(host);
+        loop {
+            let was_reused = reused.is_some();
+            let mut conn = match reused.take() {
+                Some(c) => c,
+                None => self.connect(host)?,
+            };
+            let t = self.op_timeout().map_err(Attempt::Final)?;
+            match raw_user_bind(&mut conn, dn, password, t) {
+                Ok(r) => {
+                    if matches!(r.rc, rc::SUCCESS | rc::INVALID_CREDENTIALS) {
+                        pool.put_binder(host, conn);
+                    }
+                    return Ok(r);
                 }
+                // A warm connection the server had closed (the bind never
+                // reached it): once more on a new one. Not after a timeout:
+                // the server may have counted that bind.
+                Err(e) if was_reused && !matches!(e, LdapError::Timeout { .. }) => continue,
+                Err(e) => return Err(Attempt::NextHost(explain(&e))),
             }
-            rc::STRONGER_AUTH_REQUIRED | rc::CONFIDENTIALITY_REQUIRED => {
-                Err(Attempt::Final(Failure::Temporary(format!(
-                    "user bind: encryption required (result code {}): {ENCRYPTION_REQUIRED}",
-                    r.rc
-                ))))
+        }
+    }
+
+    /// A real user's bind on the bind pool; the time of a refusal is kept
+    /// for [`Directory::equal_time`].
+    fn pooled_user_bind(
+        &mut self,
+        pool: &LdapPool,
+        host: &Host,
+        dn: &str,
+        password: &Secret,
+        trace: &mut dyn Trace,
+    ) -> Result<ldap3::LdapResult, Attempt> {
+        let started = Instant::now();
+        let r = self.pooled_bind(pool, host, dn, password)?;
+        if r.rc == rc::INVALID_CREDENTIALS {
+            pool.lock_refusals().record(started.elapsed());
+        }
+        trace.step(&format!(
+            "user bind as {dn} (pooled bind connection): result code {}",
+            r.rc
+        ));
+        Ok(r)
+    }
+
+    /// The search found no single entry: bind once as a DN that cannot
+    /// exist, with the password given, so that this answer costs the
+    /// directory and the caller what a wrong password costs and its timing
+    /// tells no one whether the address exists. Its result is ignored (the
+    /// search's answer stands); no real account is named, so none counts a
+    /// failure (Active Directory's badPwdCount stays as it is). In `serve`,
+    /// the answer is then padded up to the median of the latest refused
+    /// binds (at most [`MAX_PAD`]), for servers whose password check is slow.
+    fn equal_time(
+        &mut self,
+        conn: Option<&mut LdapConn>,
+        host: &Host,
+        password: &Secret,
+        trace: &mut dyn Trace,
+    ) {
+        if password.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let dn = nobody_dn(&self.cfg.base_dn);
+        trace.step(&format!(
+            "equal time: a bind as {dn}, which cannot exist, so that the answer takes as long as a wrong password's"
+        ));
+        let answered = match (conn, self.backend) {
+            (Some(conn), _) => match self.op_timeout() {
+                Ok(t) => raw_user_bind(conn, &dn, password, t).ok(),
+                Err(_) => None,
+            },
+            (None, Backend::Pooled(pool)) => self.pooled_bind(pool, host, &dn, password).ok(),
+            (None, Backend::OneShot(_)) => None,
+        };
+        if answered.as_ref().is_some_and(|r| r.rc == rc::SUCCESS) {
+            crate::log::warn(&format!(
+                "host {}: a bind as {dn}, which names no entry, was accepted: the server lets unknown DNs bind",
+                host.label()
+            ));
+        }
+        if let Backend::Pooled(pool) = self.backend {
+            let typical = pool.lock_refusals().median().unwrap_or_default();
+            let left = self.remaining().unwrap_or_default();
+            let pad = typical
+                .saturating_sub(started.elapsed())
+                .min(MAX_PAD)
+                .min(left);
+            if !pad.is_zero() {
+                std::thread::sleep(pad);
             }
-            rc::CONSTRAINT_VIOLATION | rc::INSUFFICIENT_ACCESS | rc::UNWILLING_TO_PERFORM => {
-                Err(Attempt::Final(Failure::Denied(bind_result(
-                    "the directory refused the bind",
-                    &r,
-                ))))
-            }
-            rc::BUSY | rc::UNAVAILABLE => Attempt::next(
-                bind_result("user bind", &r),
-                "the server is busy or unavailable",
-            ),
-            _ => Err(Attempt::Final(Failure::Temporary(bind_result(
-                "user bind",
-                &r,
-            )))),
         }
     }
 
@@ -801,7 +993,16 @@ impl<'a> Directory<'a> {
             Some(dn) => format!("service bind as {dn}: ok"),
             None => "no bind_dn: searching anonymously".to_owned(),
         });
-        let entry = self.search(&mut conn, login, attrs, trace)?;
+        let entry = match self.search(&mut conn, login, attrs, trace) {
+            Err(Attempt::Final(f @ (Failure::UnknownUser | Failure::Ambiguous(_)))) => {
+                if let Some(pw) = password {
+                    self.equal_time(Some(&mut conn), host, pw, trace);
+                }
+                let _ = conn.unbind();
+                return Err(Attempt::Final(f));
+            }
+            other => other?,
+        };
         if let Some(pw) = password {
             // Same connection, then dropped: saves a handshake in a one-shot process.
             self.user_bind(&mut conn, &entry.dn, pw)?;
@@ -811,8 +1012,9 @@ impl<'a> Directory<'a> {
         Ok(entry)
     }
 
-    /// Search on a warm service-bound connection (replaced once if it turns
-    /// out dead), then bind as the user on a fresh connection that is dropped.
+    /// Search on a warm service-bound connection, then bind as the user on a
+    /// warm bind-only connection. With the DN cache, a cached entry is bound
+    /// at once ([`Directory::bind_cached`]).
     fn try_host_pooled(
         &mut self,
         pool: &LdapPool,
@@ -822,8 +1024,75 @@ impl<'a> Directory<'a> {
         attrs: &[&str],
         trace: &mut dyn Trace,
     ) -> Result<UserEntry, Attempt> {
+        let Some(pw) = password else {
+            return self.pooled_search(pool, host, login, attrs, trace);
+        };
+        if let Some(cached) = pool.dn_cache.get(login) {
+            return self.bind_cached(pool, host, login, cached, pw, attrs, trace);
+        }
+        let entry = match self.pooled_search(pool, host, login, attrs, trace) {
+            Err(Attempt::Final(f @ (Failure::UnknownUser | Failure::Ambiguous(_)))) => {
+                self.equal_time(None, host, pw, trace);
+                return Err(Attempt::Final(f));
+            }
+            other => other?,
+        };
+        pool.dn_cache.put(login, &entry);
+        let r = self.pooled_user_bind(pool, host, &entry.dn, pw, trace)?;
+        judge_bind(&r)?;
+        Ok(entry)
+    }
+
+    /// Bind as a cached entry's DN. Refused as invalid credentials, the
+    /// entry may have moved: search once more, and bind again only when the
+    /// DN changed, so one attempt never makes two failed binds as one DN.
+    #[allow(clippy::too_many_arguments)]
+    fn bind_cached(
+        &mut self,
+        pool: &LdapPool,
+        host: &Host,
+        login: &str,
+        cached: UserEntry,
+        pw: &Secret,
+        attrs: &[&str],
+        trace: &mut dyn Trace,
+    ) -> Result<UserEntry, Attempt> {
+        trace.step(&format!("DN cache: {login} -> {}", cached.dn));
+        let r = self.pooled_user_bind(pool, host, &cached.dn, pw, trace)?;
+        if r.rc != rc::INVALID_CREDENTIALS {
+            judge_bind(&r)?;
+            return Ok(cached);
+        }
+        trace.step("cached DN refused: searching again, in case the entry moved");
+        let fresh = match self.pooled_search(pool, host, login, attrs, trace) {
+            Err(Attempt::Final(f)) if !matches!(f, Failure::Temporary(_)) => {
+                pool.dn_cache.forget(login);
+                return Err(Attempt::Final(f));
+            }
+            other => other?,
+        };
+        pool.dn_cache.put(login, &fresh);
+        if fresh.dn.eq_ignore_ascii_case(&cached.dn) {
+            // Same DN: the refusal stands, no second bind.
+            return judge_bind(&r).map(|()| fresh);
+        }
+        let r = self.pooled_user_bind(pool, host, &fresh.dn, pw, trace)?;
+        judge_bind(&r)?;
+        Ok(fresh)
+    }
+
+    /// Search on a warm service-bound connection (replaced once if it turns
+    /// out dead); the connection goes back to the pool unless it failed.
+    fn pooled_search(
+        &mut self,
+        pool: &LdapPool,
+        host: &Host,
+        login: &str,
+        attrs: &[&str],
+        trace: &mut dyn Trace,
+    ) -> Result<UserEntry, Attempt> {
         let mut reused = pool.take(host);
-        let entry = loop {
+        loop {
             let was_reused = reused.is_some();
             let mut conn = match reused.take() {
                 Some(c) => c,
@@ -836,7 +1105,7 @@ impl<'a> Directory<'a> {
             match self.search(&mut conn, login, attrs, trace) {
                 Ok(e) => {
                     pool.put(host, conn);
-                    break e;
+                    return Ok(e);
                 }
                 // A warm connection the server had closed: try once more on a new one.
                 Err(Attempt::NextHost(_)) if was_reused => continue,
@@ -846,13 +1115,100 @@ impl<'a> Directory<'a> {
                 }
                 Err(e) => return Err(e),
             }
-        };
-        if let Some(pw) = password {
-            let mut conn = self.connect(host)?;
-            self.user_bind(&mut conn, &entry.dn, pw)?;
-            let _ = conn.unbind();
         }
-        Ok(entry)
+    }
+}
+
+/// Refuse to bind with what proves nothing.
+fn check_bind(dn: &str, password: &Secret) -> Result<(), Attempt> {
+    if password.is_empty() {
+        // An empty password makes an "unauthenticated" bind that many servers accept.
+        return Err(Attempt::Final(Failure::BadRequest("empty password".into())));
+    }
+    if dn.trim().is_empty() {
+        // A simple bind with an empty name is anonymous (RFC 4513 5.1.2),
+        // whatever the password: it proves nothing.
+        return Err(Attempt::Final(Failure::Temporary(
+            "the directory returned an entry with an empty DN; refusing to bind as it".into(),
+        )));
+    }
+    Ok(())
+}
+
+/// One simple bind as `dn`, asking for OpenLDAP's password-policy reason
+/// (not critical: AD and servers without ppolicy ignore it).
+fn raw_user_bind(
+    conn: &mut LdapConn,
+    dn: &str,
+    password: &Secret,
+    timeout: Duration,
+) -> Result<ldap3::LdapResult, LdapError> {
+    conn.with_timeout(timeout)
+        .with_controls(vec![RawControl {
+            ctype: PPOLICY_OID.to_owned(),
+            crit: false,
+            val: None,
+        }])
+        .simple_bind(dn, password.expose())
+}
+
+/// A user bind's answer as the login's outcome.
+fn judge_bind(r: &ldap3::LdapResult) -> Result<(), Attempt> {
+    match r.rc {
+        rc::SUCCESS => Ok(()),
+        rc::INVALID_CREDENTIALS => {
+            let policy = r
+                .ctrls
+                .iter()
+                .find(|c| c.1.ctype == PPOLICY_OID)
+                .and_then(|c| c.1.val.as_deref())
+                .and_then(ppolicy_error);
+            match policy.and_then(ppolicy_reason) {
+                Some(why) => Err(Attempt::Final(Failure::Denied(format!(
+                    "{why} (password policy)"
+                )))),
+                None => Err(Attempt::Final(refusal(&r.text))),
+            }
+        }
+        rc::STRONGER_AUTH_REQUIRED | rc::CONFIDENTIALITY_REQUIRED => {
+            Err(Attempt::Final(Failure::Temporary(format!(
+                "user bind: encryption required (result code {}): {ENCRYPTION_REQUIRED}",
+                r.rc
+            ))))
+        }
+        rc::CONSTRAINT_VIOLATION | rc::INSUFFICIENT_ACCESS | rc::UNWILLING_TO_PERFORM => {
+            Err(Attempt::Final(Failure::Denied(bind_result(
+                "the directory refused the bind",
+                r,
+            ))))
+        }
+        rc::BUSY | rc::UNAVAILABLE => Attempt::next(
+            bind_result("user bind", r),
+            "the server is busy or unavailable",
+        ),
+        _ => Err(Attempt::Final(Failure::Temporary(bind_result(
+            "user bind",
+            r,
+        )))),
+    }
+}
+
+/// A DN that no directory holds: a random name under the base DN, drawn once
+/// per process (a DN, never a user name: AD would match a bare name or a UPN
+/// against its accounts).
+pub fn nobody_dn(base_dn: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        // RandomState is seeded from the OS's random source.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(unix_now_ms());
+        h.finish()
+    });
+    if base_dn.trim().is_empty() {
+        format!("cn=no-such-entry-{tag:016x}")
+    } else {
+        format!("cn=no-such-entry-{tag:016x},{base_dn}")
     }
 }
 

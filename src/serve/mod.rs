@@ -58,7 +58,7 @@ struct DbPool {
 
 impl Runtime {
     pub fn new(cfg: Config, provider_off: Option<String>) -> Runtime {
-        let ldap = LdapPool::new(cfg.serve.ldap_connections);
+        let ldap = LdapPool::for_serve(&cfg.serve);
         Runtime {
             cfg,
             ldap,

@@ -19,3 +19,4 @@ mod provision;
 mod serve;
 mod serve_e2e;
 mod sync;
+mod user_binds;

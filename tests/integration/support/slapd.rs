@@ -121,6 +121,18 @@ impl Ops {
     }
 }
 
+/// What slapd's stats log shows one client connection did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConnOps {
+    /// Binds as a user (any DN but the service account's and the admin's).
+    pub user_binds: usize,
+    /// Binds as the service account or the admin.
+    pub service_binds: usize,
+    pub searches: usize,
+    /// slapd logged the connection's end.
+    pub closed: bool,
+}
+
 pub struct Slapd {
     pub dir: PathBuf,
     pub port: u16,
@@ -128,6 +140,8 @@ pub struct Slapd {
     pub pki: Pki,
     child: Option<Child>,
     pub extra_conf: String,
+    /// Lines for slapd.conf's global section (before the database).
+    pub global_conf: String,
     /// slapd's `-d` level: 0, or 256 (`stats`: one line per operation in
     /// slapd.log, which [`Slapd::binds`] counts).
     debug: u32,
@@ -151,7 +165,23 @@ impl Slapd {
         Self::start_logged(dir, BASE_LDIF, "", 256)
     }
 
+    /// [`Slapd::start_counting`] with extra lines in slapd.conf's global
+    /// section (e.g. `disallow bind_simple`).
+    pub fn start_counting_global(dir: &Path, global_conf: &str) -> Slapd {
+        Self::start_full(dir, BASE_LDIF, "", global_conf, 256)
+    }
+
     fn start_logged(dir: &Path, ldif: &str, extra_conf: &str, debug: u32) -> Slapd {
+        Self::start_full(dir, ldif, extra_conf, "", debug)
+    }
+
+    fn start_full(
+        dir: &Path,
+        ldif: &str,
+        extra_conf: &str,
+        global_conf: &str,
+        debug: u32,
+    ) -> Slapd {
         require("slapd", "slapd");
         require("slapadd", "slapd");
         let dir = dir.join("slapd");
@@ -164,6 +194,7 @@ impl Slapd {
             pki,
             child: None,
             extra_conf: extra_conf.to_owned(),
+            global_conf: global_conf.to_owned(),
             debug,
         };
         s.write_conf();
@@ -197,6 +228,7 @@ impl Slapd {
              TLSCACertificateFile {ca}\n\
              TLSCertificateFile {cert}\n\
              TLSCertificateKeyFile {key}\n\
+             {global}\n\
              database mdb\n\
              maxsize 104857600\n\
              suffix \"{BASE}\"\n\
@@ -214,6 +246,7 @@ impl Slapd {
             cert = self.pki.cert.display(),
             key = self.pki.key.display(),
             extra = self.extra_conf,
+            global = self.global_conf,
         );
         std::fs::write(self.conf(), text).unwrap();
     }
@@ -296,6 +329,93 @@ impl Slapd {
             }
         }
         ops
+    }
+
+    /// Every client connection slapd logged so far (with
+    /// [`Slapd::start_counting`]), by its `conn=` number, with what it did.
+    pub fn connections(&self) -> std::collections::BTreeMap<u64, ConnOps> {
+        let log = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+        let mut conns: std::collections::BTreeMap<u64, ConnOps> = Default::default();
+        for line in log.lines() {
+            let Some(i) = line.find(" conn=") else {
+                continue;
+            };
+            let rest = &line[i + " conn=".len()..];
+            let Some(id) = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let c = conns.entry(id).or_default();
+            if let Some(pos) = line
+                .find(" BIND dn=\"")
+                .filter(|_| line.contains(" method="))
+            {
+                let dn = line[pos + " BIND dn=\"".len()..]
+                    .split('"')
+                    .next()
+                    .unwrap_or("");
+                if dn.eq_ignore_ascii_case(READER_DN) || dn.eq_ignore_ascii_case(ADMIN_DN) {
+                    c.service_binds += 1;
+                } else {
+                    c.user_binds += 1;
+                }
+            } else if line.contains(" SRCH base=") {
+                c.searches += 1;
+            } else if line.contains(" closed") {
+                c.closed = true;
+            }
+        }
+        conns
+    }
+
+    /// The user DNs bound so far, in order, each with its result code.
+    pub fn user_bind_results(&self) -> Vec<(String, u32)> {
+        let log = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+        let mut pending: std::collections::HashMap<String, String> = Default::default();
+        let mut out = Vec::new();
+        for line in log.lines() {
+            let Some(i) = line.find(" conn=") else {
+                continue;
+            };
+            let key: String = line[i..]
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            if let Some(pos) = line
+                .find(" BIND dn=\"")
+                .filter(|_| line.contains(" method="))
+            {
+                let dn = line[pos + " BIND dn=\"".len()..]
+                    .split('"')
+                    .next()
+                    .unwrap_or("");
+                if !dn.eq_ignore_ascii_case(READER_DN) && !dn.eq_ignore_ascii_case(ADMIN_DN) {
+                    pending.insert(key, dn.to_owned());
+                }
+            } else if let Some(pos) = line.find(" RESULT tag=97 err=") {
+                if let Some(dn) = pending.remove(&key) {
+                    let code = line[pos + " RESULT tag=97 err=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(u32::MAX);
+                    out.push((dn, code));
+                }
+            }
+        }
+        out
+    }
+
+    /// Searches logged so far whose filter contains `what`.
+    pub fn searches_for(&self, what: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(" SRCH ") && l.contains("filter=") && l.contains(what))
+            .count()
     }
 
     /// Add entries (LDIF) through the admin account.
