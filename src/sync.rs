@@ -2,10 +2,13 @@
 //! step with their templates ("Import Users", "Periodic Full Sync"), plus the
 //! safe deprovisioning of users who left the directory.
 //!
-//! The directory is read page by page (RFC 2696); each page is planned by the
-//! pure [`plan_page`] and applied before the next is fetched, so memory is
-//! bounded by the page size and the set of addresses seen. Departures are
-//! planned by the pure [`plan_missing`] only after a complete search.
+//! The directory is read page by page (RFC 2696), twice: a first pass reads
+//! only each entry's address, to find those several entries share
+//! ([`find_conflicts`]: left alone by the run); then each page is planned by
+//! the pure [`plan_page`] and applied before the next is fetched, so memory is
+//! bounded by the page size and the addresses (with one DN each) of the
+//! search. Departures are planned by the pure [`plan_missing`] only after a
+//! complete search.
 
 use crate::auth::choose_template;
 use crate::config::{Config, FilterTemplate};
@@ -16,7 +19,7 @@ use crate::mailcow::{self, Created, LdapMailbox, MailboxRow, Presence, Store, Te
 use crate::outcome::Failure;
 use crate::provision::{self, MailboxUpdate, NewMailbox};
 use ldap3::adapters::{Adapter, PagedResults};
-use ldap3::{Scope, SearchEntry};
+use ldap3::{LdapConn, Scope, SearchEntry};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::ExitCode;
@@ -41,13 +44,54 @@ pub struct DirUser {
     pub template: Option<String>,
 }
 
+/// The mailbox address of an entry as logins compute it (from
+/// `username_field` and `provisioning.mail_field` only), or why there is none.
+pub fn entry_address(cfg: &Config, entry: &UserEntry) -> Result<String, String> {
+    let login = entry.first(&cfg.ldap.username_field).unwrap_or_default();
+    provision::canonical_address(cfg, entry, login).map_err(|f| f.to_string())
+}
+
+/// The attributes [`entry_address`] reads.
+fn address_attributes(cfg: &Config) -> Vec<String> {
+    let mut a = vec![cfg.ldap.username_field.clone()];
+    a.extend(cfg.provisioning.mail_field.clone());
+    a.sort();
+    a.dedup();
+    a
+}
+
+/// Addresses that more than one directory entry has (address -> their DNs,
+/// in the order met). Such an address is left alone by a run: neither entry
+/// may create or update its mailbox (whichever came last would win, and a
+/// row would flip between runs), and a login of it is refused as ambiguous.
+pub type Conflicts = HashMap<String, Vec<String>>;
+
+/// The [`Conflicts`] among `(dn, address)` pairs of a whole search (the
+/// addresses already normalised, so case never hides a twin). Pure.
+pub fn find_conflicts<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Conflicts {
+    let mut first: HashMap<&str, &str> = HashMap::new();
+    let mut conflicts = Conflicts::new();
+    for (dn, address) in entries {
+        match first.get(address) {
+            None => {
+                first.insert(address, dn);
+            }
+            Some(&dn0) => conflicts
+                .entry(address.to_owned())
+                .or_insert_with(|| vec![dn0.to_owned()])
+                .push(dn.to_owned()),
+        }
+    }
+    conflicts
+}
+
 /// Reduce an entry: address as logins compute it, display name, template choice.
 pub fn dir_user(cfg: &Config, entry: &UserEntry) -> DirUser {
     let login = entry
         .first(&cfg.ldap.username_field)
         .unwrap_or_default()
         .to_owned();
-    let address = provision::canonical_address(cfg, entry, &login).map_err(|f| f.to_string());
+    let address = entry_address(cfg, entry);
     let name = provision::display_name(entry, address.as_deref().unwrap_or(&login));
     let choice = choose_template(cfg, entry);
     DirUser {
@@ -72,6 +116,14 @@ pub enum Change {
     Skip {
         who: String,
         reason: String,
+    },
+    /// More than one directory entry has this address: nothing is changed
+    /// for it, and the run reports it as an error.
+    Conflict {
+        address: String,
+        dns: Vec<String>,
+        /// The attribute the address comes from (`mail_field`, else `username_field`).
+        attribute: String,
     },
     MarkMissing {
         username: String,
@@ -111,6 +163,16 @@ impl Change {
                 format!("clear missing mark of {username} (back in the directory)")
             }
             Change::Skip { who, reason } => format!("skip {who}: {reason}"),
+            Change::Conflict {
+                address,
+                dns,
+                attribute,
+            } => format!(
+                "address conflict: {} directory entries have the address {address} ({}): nothing is created or updated for it, and a login of it is refused as ambiguous; give each entry its own address ({}), or narrow ldap.filter so that one of them matches",
+                dns.len(),
+                dns.join("; "),
+                attribute,
+            ),
             Change::MarkMissing { username, .. } => {
                 format!("mark {username} missing (no longer in the directory or the filter)")
             }
@@ -130,28 +192,33 @@ fn describe_create(n: &NewMailbox) -> String {
 
 /// Plan one page: `users` from the directory, `rows` the mailboxes that exist
 /// for their addresses (by lower-cased address), `seen` the addresses already
-/// met in this run (updated here). Pure: no I/O.
+/// met in this run (updated here), `conflicts` the addresses several entries
+/// of the whole search share ([`find_conflicts`], the run's first pass).
+/// Pure: no I/O.
 pub fn plan_page(
     cfg: &Config,
     users: &[DirUser],
     rows: &HashMap<String, MailboxRow>,
     templates: &HashMap<String, Template>,
     seen: &mut HashSet<String>,
+    conflicts: &Conflicts,
     now: &str,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
-    // Entries of this page by address: an address two entries share is
-    // skipped for both, as a login of it is refused as ambiguous (a mailbox
-    // nobody could log in to is not made).
-    let mut entries_of: HashMap<&str, Vec<&str>> = HashMap::new();
-    for u in users {
-        if let Ok(a) = &u.address {
-            entries_of
-                .entry(a.as_str())
-                .or_default()
-                .push(u.dn.as_str());
-        }
-    }
+    // An address two entries share, in the whole search or (the directory
+    // having changed since the first pass) in this page, is left alone for
+    // both, as a login of it is refused as ambiguous: no mailbox nobody
+    // could log in to, and no row that flips between the two entries.
+    let here = find_conflicts(
+        users
+            .iter()
+            .filter_map(|u| u.address.as_deref().ok().map(|a| (u.dn.as_str(), a))),
+    );
+    let attribute = cfg
+        .provisioning
+        .mail_field
+        .as_deref()
+        .unwrap_or(&cfg.ldap.username_field);
     for u in users {
         let address = match &u.address {
             Ok(a) => a.clone(),
@@ -163,15 +230,13 @@ pub fn plan_page(
                 continue;
             }
         };
-        if let Some(dns) = entries_of.get(address.as_str()).filter(|d| d.len() > 1) {
+        if let Some(dns) = conflicts.get(&address).or_else(|| here.get(&address)) {
+            // Seen: its mailbox is not "missing" either.
             if seen.insert(address.clone()) {
-                changes.push(Change::Skip {
-                    who: address,
-                    reason: format!(
-                        "{} directory entries have this address ({}): a login of it is refused as ambiguous",
-                        dns.len(),
-                        dns.join("; ")
-                    ),
+                changes.push(Change::Conflict {
+                    address,
+                    dns: dns.clone(),
+                    attribute: attribute.to_owned(),
                 });
             }
             continue;
@@ -360,6 +425,8 @@ pub struct Counts {
     pub deactivated: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Addresses several directory entries share (left alone).
+    pub conflicts: usize,
 }
 
 /// What the sync remembers between runs, in `state_dir`.
@@ -579,7 +646,7 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
     let result = sync_once(cfg, opts, &mut out, &mut counts, now);
     let took = started.elapsed().as_secs_f64();
     let summary = format!(
-        "{}{} directory entries; created {}, updated {}, reactivated {}, marked missing {}, deactivated {}, skipped {}, failed {}, missing marks cleared {}; {took:.1} s",
+        "{}{} directory entries; created {}, updated {}, reactivated {}, marked missing {}, deactivated {}, skipped {}, failed {}, missing marks cleared {}{}; {took:.1} s",
         if opts.dry_run { "DRY RUN, nothing written: " } else { "" },
         counts.entries,
         counts.created,
@@ -589,7 +656,11 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
         counts.deactivated,
         counts.skipped,
         counts.failed,
-        counts.cleared
+        counts.cleared,
+        match counts.conflicts {
+            0 => String::new(),
+            n => format!(", address conflicts {n} (each named above: nothing changed for them)"),
+        }
     );
     match result {
         Ok(Ran::OtherHost(lock)) => {
@@ -671,6 +742,19 @@ fn sync_once(
         cfg.sync.periodic_full_sync,
         cfg.sync.deactivate_missing
     ));
+    // First pass, addresses only: those several entries share, wherever
+    // they are in the search, are left alone by the second.
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    paged_search(&mut conn, cfg, &filter, address_attributes(cfg), |e| {
+        if let Ok(a) = entry_address(cfg, &e) {
+            pairs.push((e.dn, a));
+        }
+        Ok(())
+    })?;
+    // A first pass cut short finds what it can: the second is cut at the
+    // same place, fails the run, and keeps the in-page check.
+    let conflicts = find_conflicts(pairs.iter().map(|(d, a)| (d.as_str(), a.as_str())));
+    drop(pairs);
     let mut attrs: Vec<String> = crate::auth::wanted_attributes(cfg)
         .into_iter()
         .map(str::to_owned)
@@ -678,67 +762,34 @@ fn sync_once(
     attrs.sort();
     attrs.dedup();
     let page_size = cfg.sync.page_size as usize;
-    let adapters: Vec<Box<dyn Adapter<String, Vec<String>>>> =
-        vec![Box::new(PagedResults::new(cfg.sync.page_size as i32))];
-    let mut stream = conn
-        .with_timeout(cfg.ldap.timeout)
-        .streaming_search_with(adapters, &cfg.ldap.base_dn, Scope::Subtree, &filter, attrs)
-        .map_err(|e| Failure::Temporary(format!("directory search: {e}")))?;
     let mut seen: HashSet<String> = HashSet::new();
     let mut batch: Vec<DirUser> = Vec::with_capacity(page_size);
-    let mut incomplete: Option<String> = None;
+    let now_text = provision::sql_datetime(now);
+    let searched = paged_search(&mut conn, cfg, &filter, attrs, |e| {
+        counts.entries += 1;
+        batch.push(dir_user(cfg, &e));
+        if batch.len() >= page_size {
+            apply_page(
+                cfg, &mut store, &templates, &mut seen, &conflicts, &batch, opts, out, counts,
+                &now_text,
+            )?;
+            batch.clear();
+        }
+        Ok(())
+    })?;
+    let _ = conn.unbind();
     // Continuation references (RFC 4511 SearchResultReference): other
     // partitions or servers, which logins do not follow either. Active
     // Directory returns some for every subtree search at the domain root.
-    let mut references = 0usize;
-    let now_text = provision::sql_datetime(now);
-    loop {
-        match stream.next() {
-            Ok(Some(e)) if e.is_ref() => references += 1,
-            Ok(Some(e)) if e.is_intermediate() => {}
-            Ok(Some(e)) => {
-                counts.entries += 1;
-                batch.push(dir_user(
-                    cfg,
-                    &UserEntry::from_search(SearchEntry::construct(e)),
-                ));
-                if batch.len() >= page_size {
-                    apply_page(
-                        cfg, &mut store, &templates, &mut seen, &batch, opts, out, counts,
-                        &now_text,
-                    )?;
-                    batch.clear();
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                incomplete = Some(format!("search error: {e}"));
-                break;
-            }
-        }
-    }
-    let res = stream.result();
-    let _ = conn.unbind();
-    if references > 0 {
+    if searched.references > 0 {
         out.info(&format!(
-            "skipped {references} continuation reference(s) to other partitions or servers (not followed)"
+            "skipped {} continuation reference(s) to other partitions or servers (not followed)",
+            searched.references
         ));
     }
-    if res.rc == rc::SIZE_LIMIT_EXCEEDED && incomplete.is_none() {
-        incomplete = Some(size_limit_advice(
-            cfg.ldap.bind_dn.as_deref(),
-            counts.entries,
-        ));
-    }
-    if res.rc != rc::SUCCESS && incomplete.is_none() {
-        incomplete = Some(
-            format!("result code {} {}", res.rc, res.text)
-                .trim()
-                .to_owned(),
-        );
-    }
+    let incomplete = searched.incomplete;
     apply_page(
-        cfg, &mut store, &templates, &mut seen, &batch, opts, out, counts, &now_text,
+        cfg, &mut store, &templates, &mut seen, &conflicts, &batch, opts, out, counts, &now_text,
     )?;
     drop(batch);
 
@@ -761,12 +812,73 @@ fn sync_once(
     }
 }
 
+/// What a paged search came to.
+struct Searched {
+    /// Continuation references met (not followed).
+    references: usize,
+    /// Why the search did not complete (`None`: it did).
+    incomplete: Option<String>,
+}
+
+/// One paged search (RFC 2696) of the sync's base with `filter`, each entry
+/// handed to `each` as it comes (an error from it stops the search and is
+/// returned). A search cut short (an error, a size limit, another result
+/// code) is said in [`Searched::incomplete`].
+fn paged_search(
+    conn: &mut LdapConn,
+    cfg: &Config,
+    filter: &str,
+    attrs: Vec<String>,
+    mut each: impl FnMut(UserEntry) -> Result<(), Failure>,
+) -> Result<Searched, Failure> {
+    let adapters: Vec<Box<dyn Adapter<String, Vec<String>>>> =
+        vec![Box::new(PagedResults::new(cfg.sync.page_size as i32))];
+    let mut stream = conn
+        .with_timeout(cfg.ldap.timeout)
+        .streaming_search_with(adapters, &cfg.ldap.base_dn, Scope::Subtree, filter, attrs)
+        .map_err(|e| Failure::Temporary(format!("directory search: {e}")))?;
+    let mut entries = 0usize;
+    let mut references = 0usize;
+    let mut incomplete = None;
+    loop {
+        match stream.next() {
+            Ok(Some(e)) if e.is_ref() => references += 1,
+            Ok(Some(e)) if e.is_intermediate() => {}
+            Ok(Some(e)) => {
+                entries += 1;
+                each(UserEntry::from_search(SearchEntry::construct(e)))?;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                incomplete = Some(format!("search error: {e}"));
+                break;
+            }
+        }
+    }
+    let res = stream.result();
+    if res.rc == rc::SIZE_LIMIT_EXCEEDED && incomplete.is_none() {
+        incomplete = Some(size_limit_advice(cfg.ldap.bind_dn.as_deref(), entries));
+    }
+    if res.rc != rc::SUCCESS && incomplete.is_none() {
+        incomplete = Some(
+            format!("result code {} {}", res.rc, res.text)
+                .trim()
+                .to_owned(),
+        );
+    }
+    Ok(Searched {
+        references,
+        incomplete,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn apply_page(
     cfg: &Config,
     store: &mut Store,
     templates: &HashMap<String, Template>,
     seen: &mut HashSet<String>,
+    conflicts: &Conflicts,
     batch: &[DirUser],
     opts: Options,
     out: &mut CronLog,
@@ -787,7 +899,7 @@ fn apply_page(
         .filter_map(|u| u.address.clone().ok())
         .collect();
     let rows = store.mailboxes(&addresses)?;
-    let changes = plan_page(cfg, batch, &rows, templates, seen, now);
+    let changes = plan_page(cfg, batch, &rows, templates, seen, conflicts, now);
     if !opts.dry_run {
         // A page's creations in one domain share transactions of
         // CREATE_BATCH mailboxes: one lock and one count of the domain's
@@ -834,6 +946,12 @@ fn apply(
         out.info(&c.describe());
         return Ok(());
     }
+    // An error, as the run's other per-user failures; in a dry run too.
+    if let Change::Conflict { .. } = c {
+        counts.conflicts += 1;
+        out.error(&c.describe());
+        return Ok(());
+    }
     if opts.dry_run {
         out.info(&format!("would {}", c.describe()));
         bump(counts, c.count_as());
@@ -875,7 +993,7 @@ fn apply(
             username,
             marked_before,
         } => store.deactivate(username, *marked_before),
-        Change::Skip { .. } => Ok(false),
+        Change::Skip { .. } | Change::Conflict { .. } => Ok(false),
     };
     report(&c.describe(), c.count_as(), res, out, counts)
 }
@@ -890,6 +1008,7 @@ enum CountAs {
     Marked,
     Deactivated,
     Skipped,
+    Conflict,
 }
 
 impl Change {
@@ -905,6 +1024,7 @@ impl Change {
             Change::MarkMissing { .. } => CountAs::Marked,
             Change::Deactivate { .. } => CountAs::Deactivated,
             Change::Skip { .. } => CountAs::Skipped,
+            Change::Conflict { .. } => CountAs::Conflict,
         }
     }
 }
@@ -944,6 +1064,7 @@ fn bump(counts: &mut Counts, kind: CountAs) {
         CountAs::Marked => counts.marked += 1,
         CountAs::Deactivated => counts.deactivated += 1,
         CountAs::Skipped => counts.skipped += 1,
+        CountAs::Conflict => counts.conflicts += 1,
     }
 }
 
@@ -1080,24 +1201,63 @@ mod tests {
             user("new@x", Some("T")),
         ];
         let mut seen = HashSet::new();
-        let plan = plan_page(&c, &users, &rows, &t, &mut seen, "now");
-        // new@x twice in the page: skipped once, for both entries (as a login is refused).
+        let plan = plan_page(&c, &users, &rows, &t, &mut seen, &Conflicts::new(), "now");
+        // new@x twice in the page: left alone, reported once for both
+        // entries (as a login is refused).
         assert!(
-            matches!(&plan[0], Change::Skip { who, reason } if who == "new@x" && reason.contains("2 directory entries"))
+            matches!(&plan[0], Change::Conflict { address, dns, attribute } if address == "new@x" && dns.len() == 2 && attribute == "mail"),
+            "{plan:?}"
         );
+        assert!(plan[0]
+            .describe()
+            .contains("give each entry its own address (mail)"));
         assert!(matches!(&plan[1], Change::Update(u) if u.username == "stale@x"));
         assert!(matches!(&plan[2], Change::Skip { who, .. } if who == "nomap@x"));
         assert_eq!(plan.len(), 3, "{plan:?}");
         assert_eq!(seen.len(), 5);
-        // Across pages: the later entry is skipped.
-        let plan = plan_page(&c, &users[..1], &rows, &t, &mut seen, "now");
+        // Across pages, found by the run's first pass: left alone on the
+        // first page already.
+        let conflicts =
+            find_conflicts([("uid=a", "twin@x"), ("uid=b", "twin@x"), ("uid=c", "old@x")]);
+        assert_eq!(conflicts.len(), 1);
+        let plan = plan_page(
+            &c,
+            &[user("twin@x", Some("T"))],
+            &rows,
+            &t,
+            &mut HashSet::new(),
+            &conflicts,
+            "now",
+        );
+        assert!(
+            matches!(&plan[..], [Change::Conflict { address, dns, .. }] if address == "twin@x" && dns == &["uid=a", "uid=b"]),
+            "{plan:?}"
+        );
+        // Across pages, an entry added after the first pass: the later one is skipped.
+        let plan = plan_page(
+            &c,
+            &users[..1],
+            &rows,
+            &t,
+            &mut seen,
+            &Conflicts::new(),
+            "now",
+        );
         assert!(
             matches!(&plan[0], Change::Skip { reason, .. } if reason.contains("same address")),
             "{plan:?}"
         );
         // Import off: nothing created; full sync off: nothing updated.
         let c = cfg("[sync]\nimport_users = false\nperiodic_full_sync = false\n");
-        let plan = plan_page(&c, &users[..3], &rows, &t, &mut HashSet::new(), "now");
+        let plan = plan_page(
+            &c,
+            &users[..3],
+            &rows,
+            &t,
+            &mut HashSet::new(),
+            &Conflicts::new(),
+            "now",
+        );
         assert!(plan.is_empty(), "{plan:?}");
     }
 
@@ -1128,7 +1288,15 @@ mod tests {
             user("marked@x", Some("T")),
             user("admin@x", Some("T")),
         ];
-        let plan = plan_page(&c, &users, &rows, &template(), &mut HashSet::new(), "now");
+        let plan = plan_page(
+            &c,
+            &users,
+            &rows,
+            &template(),
+            &mut HashSet::new(),
+            &Conflicts::new(),
+            "now",
+        );
         assert_eq!(
             plan,
             vec![

@@ -7,7 +7,7 @@
 use mailcow_ldap_auth::config::{parse_str, Config, UiSettings};
 use mailcow_ldap_auth::mailcow::{DomainRow, LdapMailbox, MailboxRow, Template};
 use mailcow_ldap_auth::provision::{check_domain_room, MIB};
-use mailcow_ldap_auth::sync::{plan_missing, plan_page, Change, DirUser, Hold};
+use mailcow_ldap_auth::sync::{find_conflicts, plan_missing, plan_page, Change, DirUser, Hold};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -74,7 +74,7 @@ fn changed_user(c: &Change) -> Option<&str> {
         Change::Reactivate { username, .. }
         | Change::MarkMissing { username, .. }
         | Change::Deactivate { username, .. } => Some(username),
-        Change::Skip { .. } => None,
+        Change::Skip { .. } | Change::Conflict { .. } => None,
     }
 }
 
@@ -90,7 +90,7 @@ proptest! {
         let rows: HashMap<String, MailboxRow> =
             rows.into_iter().map(|r| (r.username.clone(), r)).collect();
         let mut seen = HashSet::new();
-        let plan = plan_page(&c, &users, &rows, &templates(), &mut seen, "2026-01-01 00:00:00");
+        let plan = plan_page(&c, &users, &rows, &templates(), &mut seen, &Default::default(), "2026-01-01 00:00:00");
         let mut created = HashSet::new();
         for change in &plan {
             if let Change::Create(n) = change {
@@ -111,6 +111,47 @@ proptest! {
         for u in &users {
             if let Ok(a) = &u.address {
                 prop_assert!(seen.contains(a));
+            }
+        }
+    }
+
+    #[test]
+    fn an_address_two_entries_share_is_left_alone_on_every_page(
+        users in prop::collection::vec(dir_user(), 0..30),
+        rows in prop::collection::vec(row(), 0..12),
+        split in 0usize..30,
+    ) {
+        // Distinct entries (the generator's DNs follow the address).
+        let users: Vec<DirUser> = users
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| DirUser { dn: format!("uid=e{i},dc=x"), ..u })
+            .collect();
+        let c = cfg(true, true, 60, 50);
+        let rows: HashMap<String, MailboxRow> =
+            rows.into_iter().map(|r| (r.username.clone(), r)).collect();
+        let conflicts = find_conflicts(
+            users.iter().filter_map(|u| u.address.as_deref().ok().map(|a| (u.dn.as_str(), a))),
+        );
+        // Two pages, the split anywhere: a twin may be on either.
+        let split = split.min(users.len());
+        let mut seen = HashSet::new();
+        let now = "2026-01-01 00:00:00";
+        let mut plan = plan_page(&c, &users[..split], &rows, &templates(), &mut seen, &conflicts, now);
+        plan.extend(plan_page(&c, &users[split..], &rows, &templates(), &mut seen, &conflicts, now));
+        for (a, dns) in &conflicts {
+            prop_assert!(dns.len() >= 2);
+            let reported = plan
+                .iter()
+                .filter(|ch| matches!(ch, Change::Conflict { address, .. } if address == a))
+                .count();
+            prop_assert_eq!(reported, 1, "{} reported once", a);
+            prop_assert!(plan.iter().all(|ch| changed_user(ch) != Some(a.as_str())), "{} changed", a);
+            prop_assert!(seen.contains(a), "{} not seen: its mailbox would be marked missing", a);
+        }
+        for ch in &plan {
+            if let Change::Conflict { address, dns, .. } = ch {
+                prop_assert_eq!(Some(dns), conflicts.get(address));
             }
         }
     }

@@ -107,15 +107,13 @@ fn import_then_no_op_then_template_change() {
     let cfg = e.config("");
     let r = e.sync(&cfg, &["--force"]);
     assert_eq!(r.code, 0, "{r:?}");
-    // 299 generated (u5 is mailcow's) + jdoe; nomail has no mapped value.
-    // The twin comes in a later page than u7 (page_size 50): skipped. (In
-    // one page both would be skipped; across pages the first one's mailbox
-    // was made before the second entry was seen.)
-    assert_eq!(e.count("authsource = 'ldap'"), 300, "{}", r.stdout);
-    assert!(r.stdout.contains("created 300"), "{}", r.stdout);
+    // 298 generated (u5 is mailcow's, u7's address has a twin in a later
+    // page: left alone) + jdoe; nomail has no mapped value.
+    assert_eq!(e.count("authsource = 'ldap'"), 299, "{}", r.stdout);
+    assert!(r.stdout.contains("created 299"), "{}", r.stdout);
     assert!(
         r.stdout
-            .contains("skip u7@example.org: another directory entry has the same address"),
+            .contains("address conflict: 2 directory entries have the address u7@example.org"),
         "{}",
         r.stdout
     );
@@ -126,11 +124,8 @@ fn import_then_no_op_then_template_change() {
         r.stdout
     );
     assert_eq!(e.db.value("SELECT CONCAT(name, '/', password, '/', authsource) FROM mailbox WHERE username = 'u5@example.org'"), "Local Five/{SSHA256}x/mailcow");
-    assert_eq!(
-        e.db.value("SELECT name FROM mailbox WHERE username = 'u7@example.org'"),
-        "User Number 7"
-    );
-    assert_eq!(e.db.value("SELECT COUNT(*) FROM alias"), "300");
+    assert_eq!(e.count("username = 'u7@example.org'"), 0);
+    assert_eq!(e.db.value("SELECT COUNT(*) FROM alias"), "299");
 
     // A second run changes nothing.
     let before = e.snapshot();
@@ -144,8 +139,8 @@ fn import_then_no_op_then_template_change() {
     e.db.sql(&format!("UPDATE templates SET attributes = '{changed}'"));
     let r = e.sync(&cfg, &["--force"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("updated 300"), "{}", r.stdout);
-    assert_eq!(e.count("authsource = 'ldap' AND quota = 5242880"), 300);
+    assert!(r.stdout.contains("updated 299"), "{}", r.stdout);
+    assert_eq!(e.count("authsource = 'ldap' AND quota = 5242880"), 299);
     assert_eq!(
         e.db.value("SELECT quota FROM mailbox WHERE username = 'u5@example.org'"),
         "1"
@@ -168,7 +163,7 @@ fn import_then_no_op_then_template_change() {
         assert!(v["message"].is_string());
     }
     assert!(
-        log.iter().any(|l| l.contains("create u7@example.org")),
+        log.iter().any(|l| l.contains("create u8@example.org")),
         "per-user lines"
     );
     assert!(
@@ -444,6 +439,96 @@ fn redis_down_and_ldap_down() {
     e.slapd.stop();
     let r = e.sync(&cfg, &["--force"]);
     assert_eq!(r.code, 111, "{r:?}");
+}
+
+/// Two directory entries with one address (ignoring case), on different
+/// pages of the paged search: the run's first pass finds them, nothing is
+/// created or updated for that address (neither entry wins, no row flips
+/// between runs), its mailbox is not marked missing, and the conflict is an
+/// error naming both DNs with the fix, in the summary and in CRON_LOG with
+/// mailcow's "err"; the run still completes (exit 0), as with its other
+/// per-user failures. (mailcow's crons/ldap-sync.php applies each entry in
+/// turn: the last one wins.) Before the first pass, the first entry's page
+/// created the mailbox and the later twin was only skipped.
+#[test]
+fn an_address_two_entries_share_across_pages_is_left_alone() {
+    let e = Env::new(6, "");
+    let cfg = e.config("page_size = 2\ndeactivate_missing = true\nmissing_grace_hours = 0\nmax_deactivate_percent = 100\n");
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    let person = |uid: &str, mail: &str, name: &str| {
+        format!(
+            "dn: uid={uid},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: extensibleObject\n\
+             uid: {uid}\ncn: {name}\nsn: S\ndisplayName: {name}\nmail: {mail}\notherMailbox: default\nuserPassword: x\n"
+        )
+    };
+    // A new address, its two entries four apart (pages of two); a twin of
+    // an existing mailbox's address in other case, on a later page.
+    e.slapd.add(&person("new1", "new@example.org", "New One"));
+    for i in 0..3 {
+        e.slapd.add(&person(
+            &format!("filler{i}"),
+            &format!("filler{i}@example.org"),
+            "Filler",
+        ));
+    }
+    e.slapd.add(&person("new2", "NEW@example.org", "New Two"));
+    e.slapd
+        .add(&person("twin3", "U3@Example.ORG", "Twin Of Three"));
+    let u3_before =
+        e.db.sql("SELECT * FROM mailbox WHERE username = 'u3@example.org'");
+    let r = e.sync(&cfg, &["--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.count("username = 'new@example.org'"), 0, "{r:?}");
+    assert_eq!(e.count("username LIKE 'filler%'"), 3);
+    assert_eq!(
+        e.db.sql("SELECT * FROM mailbox WHERE username = 'u3@example.org'"),
+        u3_before,
+        "u3's mailbox untouched, not marked missing"
+    );
+    // The system log's lines (stderr here), with their level.
+    let out = r.stderr.clone();
+    for (address, dns) in [
+        ("new@example.org", ["uid=new1,", "uid=new2,"]),
+        ("u3@example.org", ["uid=u3,", "uid=twin3,"]),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("directory entries have the address {address}")))
+            .unwrap_or_else(|| panic!("no conflict line for {address}: {out}"));
+        assert!(
+            dns.iter().all(|d| line.contains(d))
+                && line.contains("nothing is created or updated")
+                && line.contains("give each entry its own address (mail)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("error: sync: address conflict"),
+            "an error line: {line}"
+        );
+    }
+    assert!(out.contains("address conflicts 2"), "{out}");
+    let log = e.redis.cron_log();
+    let conflicts: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("address conflict:"))
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{log:?}");
+    assert!(
+        conflicts.iter().all(|l| l.contains("\"priority\":\"err\"")),
+        "{conflicts:?}"
+    );
+    // A dry run says the same and writes nothing.
+    let r = e.sync(&cfg, &["--force", "--dry-run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("address conflicts 2"), "{r:?}");
+    // One entry gone: the address is synced again.
+    e.slapd
+        .modify("dn: uid=new2,ou=people,dc=example,dc=org\nchangetype: delete\n");
+    assert_eq!(e.sync(&cfg, &["--force"]).code, 0);
+    assert_eq!(
+        e.db.value("SELECT name FROM mailbox WHERE username = 'new@example.org'"),
+        "New One"
+    );
 }
 
 /// A column of an unexpected type makes the sync a temporary failure (111)
