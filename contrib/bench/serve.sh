@@ -34,6 +34,7 @@ USERS=8 # bench0..bench7@example.org, password bench-secret-N
 
 SASLAUTHD_PID=""
 SERVE_PID=""
+CACHE_PID=""
 
 
 # The directory: a service account (reader) and USERS users.
@@ -93,11 +94,13 @@ EOF
     saslauthd_up "$SASLAUTHD_SOCKET"
 }
 
-start_serve() {
-  local dir="$WORK/serve"
+# serve_instance NAME EXTRA: start one `serve` in $WORK/NAME with the same [ldap] as
+# saslauthd and EXTRA lines in [serve]; sets INSTANCE_PID, INSTANCE_SOCKET, INSTANCE_PORT.
+serve_instance() {
+  local name=$1 extra=$2 dir="$WORK/$1"
   mkdir -p "$dir/state"
-  SERVE_HTTP_PORT=$(free_port)
-  SERVE_SOCKET="$dir/run/mux"
+  INSTANCE_PORT=$(free_port)
+  INSTANCE_SOCKET="$dir/run/mux"
   (
     umask 077
     cat >"$dir/config.toml" <<EOF
@@ -112,15 +115,30 @@ bind_dn = "$READER_DN"
 bind_password = "$READER_PW"
 
 [serve]
-http_listen = "127.0.0.1:$SERVE_HTTP_PORT"
-saslauthd_socket = "$SERVE_SOCKET"
+http_listen = "127.0.0.1:$INSTANCE_PORT"
+saslauthd_socket = "$INSTANCE_SOCKET"
 socket_mode = "0600"
+$extra
 EOF
   )
   "$BIN" -c "$dir/config.toml" serve </dev/null >/dev/null 2>"$dir/serve.log" &
-  SERVE_PID=$!
-  stop_at_exit "$SERVE_PID" "mailcow-ldap-auth serve"
-  wait_until serve "is ready" "$SERVE_PID" "$dir/serve.log" 10 serve_up
+  INSTANCE_PID=$!
+  stop_at_exit "$INSTANCE_PID" "mailcow-ldap-auth serve ($name)"
+  SERVE_SOCKET=$INSTANCE_SOCKET SERVE_HTTP_PORT=$INSTANCE_PORT \
+    wait_until "serve ($name)" "is ready" "$INSTANCE_PID" "$dir/serve.log" 10 serve_up
+}
+
+# serve as shipped: DN cache off.
+start_serve() {
+  serve_instance serve ""
+  SERVE_PID=$INSTANCE_PID SERVE_SOCKET=$INSTANCE_SOCKET SERVE_HTTP_PORT=$INSTANCE_PORT
+}
+
+# A second serve with the DN cache on (issue 13): the next login of a user binds
+# without a search.
+start_serve_dn_cache() {
+  serve_instance serve-dn-cache "dn_cache_seconds = 300"
+  CACHE_PID=$INSTANCE_PID CACHE_SOCKET=$INSTANCE_SOCKET
 }
 
 # The client and the report (python3: threads, one connection per request).
@@ -324,6 +342,7 @@ sasl_rows = [
     run_socket(f"saslauthd -a ldap (-n {args['saslauthd_n']})", args["saslauthd_socket"],
                args["saslauthd_pid"], True),
     run_socket("serve, saslauthd socket", args["serve_socket"], args["serve_pid"], False),
+    run_socket("serve, DN cache on", args["cache_socket"], args["cache_pid"], False),
 ]
 seq_rows = [
     run_sequential("checkpassword (a process per login)", checkpassword, args["sequential"]),
@@ -339,9 +358,30 @@ for r in sasl_rows:
     print(f"{r['name']:34} {r['n']:7d} {len(r['errors']):6d} {r['rps']:9.0f} {r['p50']:8.2f} "
           f"{r['p99']:8.2f} {r['max']:8.2f} {'':19}{r['cpu']:6.3f} {r['slapd_cpu']:6.3f} "
           f"{r['client_cpu']:6.3f}")
-a, b = sasl_rows
-print(f"serve / saslauthd: throughput x{b['rps'] / a['rps']:.2f} (goal >= 3), "
-      f"p99 x{b['p99'] / a['p99']:.2f} (goal < 1)")
+
+
+def goals(base, off, on):
+    """Issue 13's goals against saslauthd in this run: (server + slapd) CPU per login,
+    throughput and p99."""
+    def cost(r):
+        return r["cpu"] + r["slapd_cpu"]
+
+    def check(ok):
+        return "met" if ok else "NOT met"
+
+    cpu_off, cpu_on = cost(off) / cost(base), cost(on) / cost(base)
+    rps = off["rps"] / base["rps"]
+    p99_off = off["p99"] / base["p99"]
+    print(f"(server + slapd) CPU ms per login: saslauthd {cost(base):.3f}, serve {cost(off):.3f}, "
+          f"serve with DN cache {cost(on):.3f}")
+    print(f"DN cache off: CPU x{cpu_off:.2f} (goal <= 0.5: {check(cpu_off <= 0.5)}), "
+          f"throughput x{rps:.2f} (goal >= 2: {check(rps >= 2)}), "
+          f"p99 x{p99_off:.2f} (goal < 1: {check(p99_off < 1)})")
+    print(f"DN cache on:  CPU x{cpu_on:.2f} (goal <= 0.33: {check(cpu_on <= 0.33)}), "
+          f"throughput x{on['rps'] / base['rps']:.2f}, p99 x{on['p99'] / base['p99']:.2f}")
+
+
+goals(*sasl_rows[:3])
 print()
 print(f"one login at a time: {args['sequential']} logins each (+{max(1, args['sequential'] // 10)} warm-up)")
 print(f"{'route':40} {'logins':>7} {'errors':>6} {'median ms':>10} {'p99 ms':>8}")
@@ -368,10 +408,11 @@ main() {
   run_slapd "uid=bench0,ou=people,$BASE_DN" bench-secret-0
   start_saslauthd
   start_serve
+  start_serve_dn_cache
   # checkpassword with the same [ldap] section (serve's config, [serve] unused by it).
   write_client
 
-  log "binary $BIN; slapd pid $SLAPD_PID, saslauthd pid $SASLAUTHD_PID, serve pid $SERVE_PID"
+  log "binary $BIN; slapd pid $SLAPD_PID, saslauthd pid $SASLAUTHD_PID, serve pid $SERVE_PID, serve (DN cache) pid $CACHE_PID"
   log "$(nproc) CPUs; everything (client, slapd, saslauthd, serve) shares them"
   python3 "$WORK/client.py" "$(
     python3 -c 'import json, sys; print(json.dumps({
@@ -380,10 +421,11 @@ main() {
         "saslauthd_n": int(sys.argv[6]), "saslauthd_socket": sys.argv[7],
         "saslauthd_pid": int(sys.argv[8]), "serve_socket": sys.argv[9],
         "serve_pid": int(sys.argv[10]), "slapd_pid": int(sys.argv[11]),
-        "http_port": int(sys.argv[12]), "bin": sys.argv[13], "cp_config": sys.argv[14]}))' \
+        "http_port": int(sys.argv[12]), "bin": sys.argv[13], "cp_config": sys.argv[14],
+        "cache_socket": sys.argv[15], "cache_pid": int(sys.argv[16])}))' \
       "$USERS" "$CLIENTS" "$REQUESTS" "$WARMUP" "$SEQUENTIAL" "$SASLAUTHD_N" \
       "$SASLAUTHD_SOCKET" "$SASLAUTHD_PID" "$SERVE_SOCKET" "$SERVE_PID" "$SLAPD_PID" \
-      "$SERVE_HTTP_PORT" "$BIN" "$WORK/serve/config.toml"
+      "$SERVE_HTTP_PORT" "$BIN" "$WORK/serve/config.toml" "$CACHE_SOCKET" "$CACHE_PID"
   )"
 }
 

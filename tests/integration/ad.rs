@@ -726,6 +726,22 @@ fn bad_password_count_rises_once_per_wrong_password_through_serve() {
     assert_eq!(login("Bob-App-Pass-1", "imap"), (200, 0), "app password");
     assert_eq!(count(), 2);
 
+    // An address the directory does not hold: its search finds nothing, and
+    // the equal-time bind names a DN that cannot exist, so no real account
+    // counts it: +0 for Bob and for the service account.
+    let svc = || env.dc.read_attr("(sAMAccountName=mailsvc)", "badPwdCount");
+    let svc_before = svc();
+    for pw in ["Wrong-Pass-4", BOB.password] {
+        let r = serve.auth("nobody.else@corp.example.org", pw, "imap");
+        assert_eq!(r.status, 401, "unknown user: {r:?}");
+    }
+    assert_eq!(count(), 2, "an unknown user's bind counted against Bob");
+    assert_eq!(
+        svc(),
+        svc_before,
+        "an unknown user's bind counted against the service account"
+    );
+
     // An inactive mailbox is refused before the bind: +0 for any password.
     db.sql(&format!(
         "UPDATE mailbox SET active = 0 WHERE username = '{}'",
