@@ -110,6 +110,9 @@ pub(crate) fn mailcow_folder(root: &Path, db_name: &str, endpoint_port: u16) -> 
         0o644,
     );
     write(&m.join("data/hooks/dovecot/.gitkeep"), "", 0o644);
+    // SOGo's single sign-on folder, tracked as mailcow ships it (mounted by the
+    // override file at /etc/sogo-sso; mailcow's Dovecot writes sogo-sso.pass into it).
+    write(&m.join("data/conf/phpfpm/sogo-sso/.gitkeep"), "", 0o644);
     git(&m, &["add", "-A"]);
     git(&m, &["commit", "-q", "-m", "mailcow as shipped"]);
     // Untracked, as on a server: generate_config.sh's output and the master passdb.
