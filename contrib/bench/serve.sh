@@ -7,6 +7,8 @@
 #     the same slapd, one after the other: throughput, p50/p99 latency, CPU.
 #  2. one login at a time: `serve` over HTTP (POST /auth) against `checkpassword`
 #     (one process per login, as Dovecot 2.3 runs it): median and p99 latency.
+#  3. contrib/bench/passdb.sh (PASSDB=0 skips it): app-password logins against
+#     LDAP-password logins through serve with mailcow's database (PASSDB.md).
 #
 #   contrib/bench/serve.sh                        # 8 clients, 5000 requests, 200 logins
 #   CLIENTS=16 REQUESTS=20000 contrib/bench/serve.sh
@@ -427,6 +429,13 @@ main() {
       "$SASLAUTHD_SOCKET" "$SASLAUTHD_PID" "$SERVE_SOCKET" "$SERVE_PID" "$SLAPD_PID" \
       "$SERVE_HTTP_PORT" "$BIN" "$WORK/serve/config.toml" "$CACHE_SOCKET" "$CACHE_PID"
   )"
+
+  # --- mailcow's passdb: app-password against LDAP-password logins, in a script
+  # of its own (contrib/bench/passdb.sh, PASSDB.md), with its own slapd, MariaDB
+  # and serve; the same binary. PASSDB=0 skips it.
+  if [ "${PASSDB:-1}" != 0 ]; then
+    BIN="$BIN" CLIENTS="$CLIENTS" "$BENCH_DIR/passdb.sh"
+  fi
 }
 
 main "$@"
