@@ -202,6 +202,12 @@ pub struct RawServe {
     pub dn_cache_seconds: Option<u64>,
     pub db_connections: Option<usize>,
     pub max_body_bytes: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_peer: Option<usize>,
+    pub metrics_listen: Option<String>,
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// Settings that mailcow's UI keeps in the `identity_provider` table, in the
@@ -370,6 +376,17 @@ pub struct ServeConfig {
     pub dn_cache: Duration,
     pub db_connections: usize,
     pub max_body_bytes: usize,
+    /// A request head must arrive within this (also: idle keep-alive limit).
+    pub header_timeout: Duration,
+    /// A whole request (head and body) must arrive within this.
+    pub request_timeout: Duration,
+    /// Connections open at once on each listener.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one client address.
+    pub max_connections_per_peer: usize,
+    /// Where `GET /metrics` answers; `None`: no metrics listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -783,7 +800,47 @@ fn validate_serve(path: &Path, r: RawServe) -> Result<ServeConfig, ConfigError> 
             "serve.queue_timeout_ms must be between 1 and 600000".into()
         ));
     }
+    let header_ms = r.header_timeout_ms.unwrap_or(5000);
+    let request_ms = r.request_timeout_ms.unwrap_or(10_000);
+    if !(100..=600_000).contains(&header_ms) || !(header_ms..=600_000).contains(&request_ms) {
+        return Err(err(
+            "serve.header_timeout_ms must be between 100 and 600000, and serve.request_timeout_ms between it and 600000".into(),
+        ));
+    }
+    let max_connections = r.max_connections.unwrap_or(4096);
+    let max_connections_per_peer = r.max_connections_per_peer.unwrap_or(256);
+    if !(1..=1_000_000).contains(&max_connections)
+        || !(1..=max_connections).contains(&max_connections_per_peer)
+    {
+        return Err(err(
+            "serve.max_connections must be between 1 and 1000000, and serve.max_connections_per_peer between 1 and it".into(),
+        ));
+    }
+    let metrics_listen = match r.metrics_listen.filter(|s| !s.trim().is_empty()) {
+        None => None,
+        Some(a) => Some(a.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            err(format!(
+                "serve.metrics_listen = \"{a}\": expected IP:PORT, e.g. \"127.0.0.1:9084\""
+            ))
+        })?),
+    };
+    let allow_insecure_http = r.allow_insecure_http.unwrap_or(false);
+    if let Some(a) = http_listen {
+        if !a.ip().is_loopback() && http_secret.is_none() && !allow_insecure_http {
+            return Err(err(format!(
+                "serve.http_listen = \"{a}\" is reachable from other hosts but serve.http_secret_file is not set: \
+                 set one (and the same in the Lua script's secret_file), listen on 127.0.0.1, \
+                 or set serve.allow_insecure_http = true"
+            )));
+        }
+    }
     Ok(ServeConfig {
+        header_timeout: Duration::from_millis(header_ms),
+        request_timeout: Duration::from_millis(request_ms),
+        max_connections,
+        max_connections_per_peer,
+        metrics_listen,
+        allow_insecure_http,
         http_listen,
         http_secret,
         saslauthd_socket: r

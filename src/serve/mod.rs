@@ -3,8 +3,12 @@
 //! protocol. Every request goes through [`crate::auth::decide`], the same
 //! decision `checkpassword` makes, with warm LDAP and database connections.
 //!
-//! Threads: one acceptor per listener, a bounded queue, a fixed pool of
-//! workers, one signal thread, and (with `settings_from_database`) one thread
+//! Threads: a small async runtime (tokio, one thread) that accepts and reads
+//! every connection (HTTP through hyper, the saslauthd socket) under
+//! absolute deadlines and connection caps; per front end a fixed pool of
+//! `serve.workers` decision threads (`pool`) that a request takes only once
+//! it is complete, so neither slow clients nor one front end can starve the
+//! other; the signal handling on the main thread; and (with `settings_from_database`) one thread
 //! that reads mailcow's `identity_provider` rows again every
 //! `settings_refresh_seconds` and applies any change, so serve follows mailcow's
 //! UI as mailcow's PHP does. SIGTERM/SIGINT drain what was accepted and exit 0;
@@ -12,8 +16,11 @@
 //! reported and the last good settings kept.
 
 pub mod http;
-mod queue;
+pub mod metrics;
+mod net;
+mod pool;
 pub mod saslauthd;
+mod strict;
 
 use crate::auth::{self, Decision, Request};
 use crate::config::Config;
@@ -22,18 +29,16 @@ use crate::directory::{Backend, LdapPool, Silent};
 use crate::log;
 use crate::mailcow::{self, ServeSettings, Store};
 use crate::outcome::Failure;
-use queue::BoundedQueue;
-use std::net::{TcpListener, TcpStream};
+use metrics::{Front, Metrics};
+use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// I/O limit on a client connection (slow clients must not hold a worker).
-const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A pooled database connection idle longer than this is pinged before reuse.
 const DB_PING_AFTER: Duration = Duration::from_secs(10);
 
@@ -45,6 +50,11 @@ pub struct Runtime {
     db_free: Condvar,
     /// mailcow's Identity Provider, when its UI has switched LDAP off.
     pub provider_off: Option<String>,
+    /// The last connect or ping of the database: `None` before the first.
+    db_state: Mutex<Option<bool>>,
+    /// Requests that waited for a database connection, and the nanoseconds in all.
+    db_waits: AtomicU64,
+    db_wait_nanos: AtomicU64,
 }
 
 /// The database connections of one runtime: at most `serve.db_connections`
@@ -65,6 +75,26 @@ impl Runtime {
             db: Mutex::new(DbPool::default()),
             db_free: Condvar::new(),
             provider_off,
+            db_state: Mutex::new(None),
+            db_waits: AtomicU64::new(0),
+            db_wait_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn note_db(&self, ok: bool) {
+        *self.db_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(ok);
+    }
+
+    /// The database as the pool last saw it (no connection is made):
+    /// "ok", "failing", "not used yet" or "not configured".
+    pub fn database_state(&self) -> &'static str {
+        if self.cfg.database.is_none() {
+            return "not configured";
+        }
+        match *self.db_state.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => "not used yet",
+            Some(true) => "ok",
+            Some(false) => "failing",
         }
     }
 
@@ -80,10 +110,19 @@ impl Runtime {
         };
         let max = self.cfg.serve.db_connections;
         let mut pool = self.lock_db();
+        let mut waited: Option<Instant> = None;
+        let note_wait = |since: Option<Instant>| {
+            if let Some(t) = since {
+                self.db_waits.fetch_add(1, Ordering::Relaxed);
+                let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.db_wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+            }
+        };
         loop {
             if let Some((mut store, since)) = pool.idle.pop() {
                 drop(pool);
                 if since.elapsed() < DB_PING_AFTER || store.ping().is_ok() {
+                    note_wait(waited);
                     return Ok(store);
                 }
                 drop(store);
@@ -94,10 +133,15 @@ impl Runtime {
             if pool.open < max {
                 pool.open += 1;
                 drop(pool);
-                return Store::connect(db, deadline).inspect_err(|_| self.forget_store());
+                note_wait(waited);
+                let store = Store::connect(db, deadline).inspect_err(|_| self.forget_store());
+                self.note_db(store.is_ok());
+                return store;
             }
+            waited.get_or_insert_with(Instant::now);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                note_wait(waited);
                 return Err(Failure::Temporary(format!(
                     "all {max} database connections (serve.db_connections) stayed busy until the login time limit"
                 )));
@@ -167,14 +211,28 @@ impl Runtime {
         d
     }
 
-    /// Whether the database answers now (for /health).
-    pub fn database_status(&self) -> Option<Result<(), String>> {
-        self.cfg.database.as_ref()?;
-        Some(
-            self.take_store(Instant::now() + Duration::from_secs(3))
-                .map(|store| self.put_store(store))
-                .map_err(|f| f.to_string()),
-        )
+    /// The pools as a scrape sees them.
+    fn pool_metrics(&self, m: &mut metrics::Pools) {
+        m.ldap_idle = self.ldap.idle_count();
+        m.ldap_max_idle = self.cfg.serve.ldap_connections;
+        m.ldap_bind_idle = self.ldap.idle_bind_count();
+        m.ldap_bind_max_idle = self.cfg.serve.ldap_bind_connections;
+        m.db_open = self.db_open();
+        m.db_max = self.cfg.serve.db_connections;
+        m.db_waits = self.db_waits.load(Ordering::Relaxed);
+        m.db_wait_seconds = self.db_wait_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let now = crate::health::unix_now();
+        let memory = self.ldap.health();
+        m.hosts = self
+            .cfg
+            .ldap
+            .hosts
+            .iter()
+            .map(|h| {
+                let marked = memory.is_marked(h, now, self.cfg.ldap.host_retry);
+                (h.label(), marked.is_none())
+            })
+            .collect();
     }
 }
 
@@ -205,6 +263,35 @@ impl StoreSource for Lease<'_> {
         }
     }
 }
+
+impl Drop for Lease<'_> {
+    /// Still holding a connection here means the decision did not end
+    /// normally (a panic): close it and make room for another.
+    fn drop(&mut self) {
+        if let Some(store) = self.held.take() {
+            drop(store);
+            self.rt.forget_store();
+        }
+    }
+}
+
+/// Debug builds only: a login equal to `$MAILCOW_LDAP_AUTH_TEST_PANIC_LOGIN`
+/// panics on its decision thread, so the suite can prove a panic is
+/// contained. Release builds (the shipped binary) have no such path.
+#[cfg(debug_assertions)]
+fn test_panic(login: &str) {
+    static WANTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let wanted = WANTED.get_or_init(|| std::env::var("MAILCOW_LDAP_AUTH_TEST_PANIC_LOGIN").ok());
+    if wanted
+        .as_deref()
+        .is_some_and(|w| !w.is_empty() && w == login)
+    {
+        panic!("forced panic for a test (MAILCOW_LDAP_AUTH_TEST_PANIC_LOGIN)");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_panic(_login: &str) {}
 
 fn provider_name(source: &str) -> String {
     if source.is_empty() {
@@ -358,62 +445,6 @@ fn spawn_refresher(shared: Arc<Shared>, stop: mpsc::Receiver<()>) -> std::thread
     })
 }
 
-/// A connection waiting for a worker.
-enum Job {
-    Http(TcpStream),
-    Sasl(UnixStream),
-}
-
-/// A listener whose connections become queued jobs.
-trait Listener: Send + 'static {
-    fn next(&self) -> std::io::Result<Job>;
-}
-
-impl Listener for TcpListener {
-    fn next(&self) -> std::io::Result<Job> {
-        let (s, _) = self.accept()?;
-        s.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
-        s.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
-        Ok(Job::Http(s))
-    }
-}
-
-impl Listener for UnixListener {
-    fn next(&self) -> std::io::Result<Job> {
-        let (s, _) = self.accept()?;
-        s.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
-        s.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
-        Ok(Job::Sasl(s))
-    }
-}
-
-/// Accepts connections and queues them, until `stopping` is set.
-#[derive(Clone)]
-struct Acceptor {
-    queue: Arc<BoundedQueue<Job>>,
-    stopping: Arc<AtomicBool>,
-    wait: Duration,
-}
-
-impl Acceptor {
-    fn spawn(self, listener: impl Listener) -> std::thread::JoinHandle<()> {
-        std::thread::spawn(move || loop {
-            let job = listener.next();
-            if self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(job) = job else { continue };
-            match self.queue.push_timeout(job, self.wait) {
-                Ok(()) => {}
-                // Over capacity: HTTP gets a 503; a saslauthd client sees the
-                // connection closed without a reply, a temporary failure.
-                Err(Job::Http(s)) => http::busy(s),
-                Err(Job::Sasl(_)) => {}
-            }
-        })
-    }
-}
-
 /// Tell systemd (Type=notify) about our state, if it is listening.
 fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -516,6 +547,218 @@ fn lookup_id(file: &str, name: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("\"{name}\" not found in {file}"))
 }
 
+/// The listeners, converted for the async runtime.
+struct Listeners {
+    http: Option<TcpListener>,
+    sasl: Option<UnixListener>,
+    metrics: Option<TcpListener>,
+}
+
+/// Everything the async side shares.
+struct Served {
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    http: Option<(Arc<http::Http>, Arc<net::Admission<std::net::IpAddr>>)>,
+    sasl: Option<(Arc<saslauthd::Sasl>, Arc<net::Admission<()>>)>,
+}
+
+impl Served {
+    fn scrape(&self) -> String {
+        let mut p = metrics::Pools::default();
+        self.shared.runtime().pool_metrics(&mut p);
+        if let Some((h, a)) = &self.http {
+            p.connections.push((Front::Http, a.open()));
+            p.decision_threads.push((Front::Http, h.pool.size()));
+            p.decisions_busy.push((Front::Http, h.pool.busy()));
+            p.panics.push((Front::Http, h.pool.panics()));
+        }
+        if let Some((s, a)) = &self.sasl {
+            p.connections.push((Front::Saslauthd, a.open()));
+            p.decision_threads.push((Front::Saslauthd, s.pool.size()));
+            p.decisions_busy.push((Front::Saslauthd, s.pool.busy()));
+            p.panics.push((Front::Saslauthd, s.pool.panics()));
+        }
+        self.metrics.encode(&p)
+    }
+
+    fn open(&self) -> usize {
+        self.http.as_ref().map(|(_, a)| a.open()).unwrap_or(0)
+            + self.sasl.as_ref().map(|(_, a)| a.open()).unwrap_or(0)
+    }
+}
+
+/// Accept until `stop`; each connection is admitted under the caps or
+/// closed at once (HTTP with a 503). A failed accept backs off.
+async fn accept_http(
+    served: Arc<Served>,
+    l: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some((http, admission)) = served.http.clone() else {
+        return;
+    };
+    let mut errors = 0u32;
+    loop {
+        let next = tokio::select! {
+            r = l.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match next {
+            Ok(c) => {
+                errors = 0;
+                c
+            }
+            Err(e) => {
+                accept_failed(&served.metrics, Front::Http, &e, errors);
+                tokio::time::sleep(net::backoff(errors)).await;
+                errors = errors.saturating_add(1);
+                continue;
+            }
+        };
+        match admission.admit(Some(peer.ip())) {
+            Ok(place) => {
+                let (http, stop) = (http.clone(), stop.clone());
+                tokio::spawn(async move {
+                    http::connection(http, stream, peer, stop).await;
+                    drop(place);
+                });
+            }
+            Err(full) => {
+                served.metrics.refused(Front::Http, refusal(full));
+                let _ = stream.try_write(http::BUSY);
+            }
+        }
+    }
+}
+
+async fn accept_sasl(
+    served: Arc<Served>,
+    l: tokio::net::UnixListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some((sasl, admission)) = served.sasl.clone() else {
+        return;
+    };
+    let mut errors = 0u32;
+    loop {
+        let next = tokio::select! {
+            r = l.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match next {
+            Ok((s, _)) => {
+                errors = 0;
+                s
+            }
+            Err(e) => {
+                accept_failed(&served.metrics, Front::Saslauthd, &e, errors);
+                tokio::time::sleep(net::backoff(errors)).await;
+                errors = errors.saturating_add(1);
+                continue;
+            }
+        };
+        // Unix peers have no address: the cap is on the listener only.
+        match admission.admit(None) {
+            Ok(place) => {
+                let sasl = sasl.clone();
+                tokio::spawn(async move {
+                    saslauthd::connection(sasl, stream).await;
+                    drop(place);
+                });
+            }
+            // Closed without a reply: a temporary failure for the client.
+            Err(full) => served.metrics.refused(Front::Saslauthd, refusal(full)),
+        }
+    }
+}
+
+fn refusal(full: net::Full) -> &'static str {
+    match full {
+        net::Full::Listener => "connections",
+        net::Full::Peer => "peer_connections",
+    }
+}
+
+fn accept_failed(m: &Metrics, front: Front, e: &std::io::Error, errors_before: u32) {
+    m.accept_error(front);
+    if errors_before == 0 {
+        log::error(&format!(
+            "serve: accepting a connection failed ({e}): backing off (too many open files? see LimitNOFILE and serve.max_connections)"
+        ));
+    }
+}
+
+/// `GET /metrics` on `serve.metrics_listen`.
+async fn accept_metrics(
+    served: Arc<Served>,
+    l: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut errors = 0u32;
+    loop {
+        let next = tokio::select! {
+            r = l.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((stream, _)) = next else {
+            tokio::time::sleep(net::backoff(errors)).await;
+            errors = errors.saturating_add(1);
+            continue;
+        };
+        errors = 0;
+        let served = served.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let served = served.clone();
+                    async move {
+                        let r = if req.method() == hyper::Method::GET
+                            && req.uri().path() == "/metrics"
+                        {
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(served.scrape()),
+                            ));
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static(
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                ),
+                            );
+                            r
+                        } else {
+                            http::answer(404, &serde_json::json!({"error": "not found"}))
+                        };
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+            let io = hyper_util::rt::TokioIo::new(net::Timed::new(stream, Duration::from_secs(10)));
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5));
+            let _ =
+                tokio::time::timeout(Duration::from_secs(30), b.serve_connection(io, svc)).await;
+        });
+    }
+}
+
+/// Whether an HTTP listener on `addr` can be reached only from this host.
+pub fn is_loopback(addr: std::net::SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Raise the soft limit on open files to the hard limit (at most 1 << 20):
+/// every client connection is a descriptor, and `serve.max_connections` per
+/// listener should not meet EMFILE first.
+fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    let want = l.maximum.map(|m| m.min(1 << 20)).unwrap_or(1 << 20);
+    if l.current.is_some_and(|c| c < want) {
+        l.current = Some(want);
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
 /// The `serve` command.
 pub fn run(config_path: &Path) -> ExitCode {
     let settings =
@@ -556,53 +799,160 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(111);
         }
     };
+    let metrics_listener = match cfg.serve.metrics_listen.map(TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "mailcow-ldap-auth serve: cannot listen on {:?} (serve.metrics_listen): {e}",
+                cfg.serve.metrics_listen
+            );
+            return ExitCode::from(111);
+        }
+    };
+    if let Some(a) = cfg.serve.http_listen.filter(|a| !is_loopback(*a)) {
+        log::warn(&format!(
+            "serve: http_listen = {a} is reachable from other hosts{}",
+            if cfg.serve.http_secret.is_some() {
+                ": every /auth and /lookup needs the X-Auth-Secret (http_secret_file)"
+            } else {
+                " WITHOUT a shared secret (allow_insecure_http = true): anyone who reaches it can test passwords"
+            }
+        ));
+    }
+    raise_nofile();
     let workers = cfg.serve.workers;
-    let queue_timeout = cfg.serve.queue_timeout;
+    let (max_conns, max_per_peer) = (
+        cfg.serve.max_connections,
+        cfg.serve.max_connections_per_peer,
+    );
     let shared = Arc::new(Shared::new(settings, config_path));
     let (stop_refresher, stopped) = mpsc::channel();
     let refresher = spawn_refresher(shared.clone(), stopped);
-    let queue: Arc<BoundedQueue<Job>> = Arc::new(BoundedQueue::new(workers * 4));
-    let stopping = Arc::new(AtomicBool::new(false));
-
-    let mut threads = Vec::new();
-    for i in 0..workers {
-        let (queue, shared) = (queue.clone(), shared.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || {
-                    while let Some(job) = queue.pop() {
-                        let rt = shared.runtime();
-                        match job {
-                            Job::Http(s) => http::handle(&rt, s),
-                            Job::Sasl(s) => saslauthd::handle(&rt, s),
-                        }
-                    }
-                })
-                .expect("spawn worker"),
-        );
-    }
-    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    let accept = Acceptor {
-        queue: queue.clone(),
-        stopping: stopping.clone(),
-        wait: queue_timeout,
+    let metrics = Arc::new(Metrics::new());
+    let listeners = Listeners {
+        http,
+        sasl,
+        metrics: metrics_listener,
     };
-    let acceptors: Vec<_> = [
-        http.map(|l| accept.clone().spawn(l)),
-        sasl.map(|l| accept.clone().spawn(l)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let served = Arc::new(Served {
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        http: listeners.http.as_ref().map(|_| {
+            (
+                Arc::new(http::Http {
+                    shared: shared.clone(),
+                    pool: pool::Pool::new("decide-http", workers),
+                    metrics: metrics.clone(),
+                }),
+                net::Admission::new(max_conns, max_per_peer),
+            )
+        }),
+        sasl: listeners.sasl.as_ref().map(|_| {
+            (
+                Arc::new(saslauthd::Sasl {
+                    shared: shared.clone(),
+                    pool: pool::Pool::new("decide-sasl", workers),
+                    metrics: metrics.clone(),
+                }),
+                net::Admission::new(max_conns, usize::MAX),
+            )
+        }),
+    });
+    // One I/O thread: reading requests is cheap, the decisions run elsewhere.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailcow-ldap-auth serve: cannot start the I/O runtime: {e}");
+            return ExitCode::from(111);
+        }
+    };
+    let http_addr = listeners.http.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        if let Some(l) = listeners.http {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tasks.push(tokio::spawn(accept_http(
+                served.clone(),
+                l,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(l) = listeners.sasl {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::UnixListener::from_std(l)?;
+            tasks.push(tokio::spawn(accept_sasl(
+                served.clone(),
+                l,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(l) = listeners.metrics {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tasks.push(tokio::spawn(accept_metrics(
+                served.clone(),
+                l,
+                stop_rx.clone(),
+            )));
+        }
+        Ok::<_, std::io::Error>(tasks)
+    });
+    let acceptors = match started {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mailcow-ldap-auth serve: cannot use the listeners: {e}");
+            return ExitCode::from(111);
+        }
+    };
+    // The I/O thread runs the runtime until stopped, then drains.
+    let drain_limit = {
+        let rt = shared.runtime();
+        rt.cfg.login_timeout + rt.cfg.serve.request_timeout + rt.cfg.serve.queue_timeout
+    };
+    let io = {
+        let (served, mut stop_rx) = (served.clone(), stop_rx.clone());
+        std::thread::Builder::new()
+            .name("serve-io".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                    for a in acceptors {
+                        let _ = a.await;
+                    }
+                    // Connections answer what they have read, then close.
+                    let end = tokio::time::Instant::now() + drain_limit;
+                    while served.open() > 0 && tokio::time::Instant::now() < end {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+    };
+    let io = match io {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mailcow-ldap-auth serve: cannot start the I/O thread: {e}");
+            return ExitCode::from(111);
+        }
+    };
     log::info(&format!(
-        "serve: ready{}{}, {workers} workers",
+        "serve: ready{}{}{}, {workers} decision threads per front end",
         http_addr
             .map(|a| format!(", http on {a}"))
             .unwrap_or_default(),
         sasl_path
             .as_ref()
             .map(|p| format!(", saslauthd on {}", p.display()))
+            .unwrap_or_default(),
+        metrics_addr
+            .map(|a| format!(", metrics on {a}"))
             .unwrap_or_default()
     ));
     notify("READY=1");
@@ -632,24 +982,16 @@ pub fn run(config_path: &Path) -> ExitCode {
     }
     notify("STOPPING=1");
     log::info("serve: stopping: finishing the requests already accepted");
-    stopping.store(true, Ordering::SeqCst);
-    // Wake the acceptors so they see the flag.
-    if let Some(a) = http_addr {
-        // Through loopback: a connection to [::] itself is not one everywhere.
-        let a = crate::healthcheck::loopback_for(a);
-        let _ = TcpStream::connect_timeout(&a, Duration::from_secs(1));
-    }
-    if let Some(p) = &sasl_path {
-        let _ = UnixStream::connect(p);
-    }
-    for a in acceptors {
-        let _ = a.join();
-    }
+    // Listeners close; connections answer what they have read, then close.
+    let _ = stop_tx.send(true);
+    let _ = io.join();
     drop(stop_refresher);
     let _ = refresher.join();
-    queue.close();
-    for t in threads {
-        let _ = t.join();
+    if let Some((h, _)) = &served.http {
+        h.pool.close();
+    }
+    if let Some((s, _)) = &served.sasl {
+        s.pool.close();
     }
     if let Some(p) = &sasl_path {
         let _ = std::fs::remove_file(p);

@@ -4,13 +4,16 @@
 //! beginning `OK` or `NO`. A temporary failure closes the connection without a
 //! reply, which Postfix turns into 454 (try later) instead of 535.
 
-use super::Runtime;
+use super::metrics::{Front, Metrics};
+use super::pool::{Pool, Refused};
+use super::{Runtime, Shared};
 use crate::auth::{self, LogLine, Request};
-use crate::outcome::{Failure, RequestKind};
+use crate::outcome::{Failure, RequestKind, Verdict};
 use crate::secret::Secret;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
 /// saslauthd refuses longer fields.
@@ -32,24 +35,24 @@ pub struct SaslRequest {
     pub service: String,
 }
 
-fn read_field(r: &mut impl Read) -> Result<Zeroizing<Vec<u8>>, Bad> {
+async fn read_field(r: &mut (impl AsyncRead + Unpin)) -> Result<Zeroizing<Vec<u8>>, Bad> {
     let mut len = [0u8; 2];
-    r.read_exact(&mut len).map_err(|_| Bad::Gone)?;
+    r.read_exact(&mut len).await.map_err(|_| Bad::Gone)?;
     let len = usize::from(u16::from_be_bytes(len));
     if len > MAX_FIELD {
         return Err(Bad::No("field too long"));
     }
     let mut buf = Zeroizing::new(vec![0u8; len]);
-    r.read_exact(&mut buf).map_err(|_| Bad::Gone)?;
+    r.read_exact(&mut buf).await.map_err(|_| Bad::Gone)?;
     Ok(buf)
 }
 
 /// Read and check one request.
-pub fn read_request(r: &mut impl Read) -> Result<SaslRequest, Bad> {
-    let login = read_field(r)?;
-    let password = read_field(r)?;
-    let service = read_field(r)?;
-    let realm = read_field(r)?;
+pub async fn read_request(r: &mut (impl AsyncRead + Unpin)) -> Result<SaslRequest, Bad> {
+    let login = read_field(r).await?;
+    let password = read_field(r).await?;
+    let service = read_field(r).await?;
+    let realm = read_field(r).await?;
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| Bad::No("not UTF-8"));
     let (login, service, realm) = (text(&login)?, text(&service)?, text(&realm)?);
     if login.is_empty() || password.is_empty() {
@@ -78,17 +81,79 @@ pub fn reply(text: &str) -> Vec<u8> {
     out
 }
 
-/// Serve one connection.
-pub fn handle(rt: &Runtime, mut stream: UnixStream) {
-    let req = match read_request(&mut stream) {
-        Ok(r) => r,
-        Err(Bad::No(why)) => {
-            let _ = stream.write_all(&reply(&format!("NO {why}")));
+/// What every saslauthd connection shares.
+pub struct Sasl {
+    pub shared: Arc<Shared>,
+    pub pool: Pool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serve one connection: the request must arrive within
+/// `serve.request_timeout_ms` (its first bytes within `serve.header_timeout_ms`);
+/// then a decision thread of the saslauthd share decides; the answer is
+/// written within `serve.request_timeout_ms`.
+pub async fn connection(sasl: Arc<Sasl>, mut stream: UnixStream) {
+    let (header, whole, wait) = {
+        let rt = sasl.shared.runtime();
+        let s = &rt.cfg.serve;
+        (s.header_timeout, s.request_timeout, s.queue_timeout)
+    };
+    let accepted = tokio::time::Instant::now();
+    let first = tokio::time::timeout(header, stream.readable()).await;
+    if first.is_err() {
+        sasl.metrics.refused(Front::Saslauthd, "deadline");
+        return;
+    }
+    let req = match tokio::time::timeout_at(accepted + whole, read_request(&mut stream)).await {
+        Err(_) => {
+            sasl.metrics.refused(Front::Saslauthd, "deadline");
             return;
         }
-        Err(Bad::Gone) => return,
+        Ok(Ok(r)) => r,
+        Ok(Err(Bad::No(why))) => {
+            let _ =
+                tokio::time::timeout(whole, stream.write_all(&reply(&format!("NO {why}")))).await;
+            return;
+        }
+        Ok(Err(Bad::Gone)) => return,
     };
+    let shared = sasl.shared.clone();
+    let metrics = sasl.metrics.clone();
+    let (out, waited) = sasl
+        .pool
+        .run(wait, move || decide(&shared.runtime(), &metrics, req))
+        .await;
+    sasl.metrics.queue_wait(Front::Saslauthd, waited);
+    let answer = match out {
+        Ok(a) => a,
+        Err(Refused::Busy) => {
+            sasl.metrics.refused(Front::Saslauthd, "capacity");
+            crate::log::error(
+                "serve: saslauthd request refused: all decision threads (serve.workers) stayed busy for serve.queue_timeout_ms",
+            );
+            None
+        }
+        Err(Refused::Failed) => {
+            sasl.metrics.login(
+                Front::Saslauthd,
+                RequestKind::Password,
+                None,
+                Verdict::Temporary,
+                None,
+            );
+            None
+        }
+    };
+    // No answer: closed without a reply, the client reports a temporary failure.
+    if let Some(answer) = answer {
+        let _ = tokio::time::timeout(whole, stream.write_all(&answer)).await;
+    }
+}
+
+/// On a decision thread: the reply, or `None` for a temporary failure.
+fn decide(rt: &Runtime, metrics: &Metrics, req: SaslRequest) -> Option<Vec<u8>> {
     let started = Instant::now();
+    super::test_panic(&req.login);
     let service = (!req.service.is_empty()).then(|| req.service.to_ascii_lowercase());
     let request = Request {
         login: req.login,
@@ -99,7 +164,7 @@ pub fn handle(rt: &Runtime, mut stream: UnixStream) {
         dry_run: false,
     };
     let d = rt.decide(&request);
-    auth::log_decision(&LogLine {
+    let verdict = auth::log_decision(&LogLine {
         kind: RequestKind::Password,
         login: &request.login,
         service: service.as_deref(),
@@ -109,13 +174,18 @@ pub fn handle(rt: &Runtime, mut stream: UnixStream) {
         started,
         via: Some("saslauthd"),
     });
-    let answer = match d.result {
-        Ok(_) => reply("OK"),
-        // Close without a reply: the client reports a temporary failure.
-        Err(Failure::Temporary(_) | Failure::Misuse(_)) => return,
-        Err(_) => reply("NO authentication failed"),
-    };
-    let _ = stream.write_all(&answer);
+    metrics.login(
+        Front::Saslauthd,
+        RequestKind::Password,
+        service.as_deref(),
+        verdict,
+        Some(started.elapsed()),
+    );
+    match d.result {
+        Ok(_) => Some(reply("OK")),
+        Err(Failure::Temporary(_) | Failure::Misuse(_)) => None,
+        Err(_) => Some(reply("NO authentication failed")),
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +199,13 @@ mod tests {
             v.extend_from_slice(f);
         }
         v
+    }
+
+    fn read_request(r: &mut &[u8]) -> Result<SaslRequest, Bad> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(super::read_request(r))
     }
 
     #[test]

@@ -18,5 +18,6 @@ mod planners;
 mod provision;
 mod serve;
 mod serve_e2e;
+mod serve_limits;
 mod sync;
 mod user_binds;
