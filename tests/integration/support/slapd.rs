@@ -287,8 +287,48 @@ impl Slapd {
 
     /// Operations logged so far (with [`Slapd::start_counting`]): binds with
     /// any DN but the service account's and the admin's, and all operations.
+    ///
+    /// slapd logs a bind's RESULT line after it has sent the result, so a client
+    /// that has its answer can read the log before the line is there (seen in a
+    /// full run: a failed bind counted as a bind without its failure). This
+    /// waits, up to 10 s, until every bind logged has its RESULT line.
     pub fn binds(&self) -> Ops {
-        let log = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default();
+            if Self::every_bind_has_its_result(&log) || std::time::Instant::now() >= deadline {
+                return Self::count_binds(&log);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Whether each "BIND dn=... method=" line of `log` has its "RESULT tag=97" line.
+    fn every_bind_has_its_result(log: &str) -> bool {
+        let key = |line: &str| -> Option<String> {
+            let i = line.find("conn=")?;
+            Some(
+                line[i..]
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        };
+        let mut open = std::collections::HashSet::new();
+        for line in log.lines() {
+            if line.contains(" BIND dn=\"") && line.contains(" method=") {
+                open.extend(key(line));
+            } else if line.contains(" RESULT tag=97 ") {
+                if let Some(k) = key(line) {
+                    open.remove(&k);
+                }
+            }
+        }
+        open.is_empty()
+    }
+
+    fn count_binds(log: &str) -> Ops {
         let mut ops = Ops::default();
         let mut user_binds = std::collections::HashSet::new();
         // "... conn=1001 op=1 BIND dn=..." / "... conn=1001 op=1 RESULT tag=97 err=49 ..."
