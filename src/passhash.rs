@@ -7,9 +7,11 @@
 //! SSHA512) and those it accepts pre-hashed and verifies: ARGON2I, ARGON2ID,
 //! BLF-CRYPT, CRYPT (bcrypt or SHA-crypt), MD5-CRYPT, SHA256-CRYPT,
 //! SHA512-CRYPT, CLEAR/CLEARTEXT/PLAIN, PLAIN-MD5, LDAP-MD5, SHA/SHA1,
-//! SHA256, SHA512, SMD5, SSHA, SSHA256, SSHA512. Schemes mailcow accepts
-//! but this does not verify (DES-CRYPT, PBKDF2, PBKDF2-SHA512, PLAIN-MD4,
-//! PLAIN-TRUNC) verify as "no match", like an unknown scheme in mailcow.
+//! SHA256, SHA512, SMD5, SSHA, SSHA256, SSHA512, PBKDF2 (Dovecot's, SHA-1),
+//! PBKDF2-SHA512 (FreeIPA's), PLAIN-MD4, PLAIN-TRUNC. DES-CRYPT (PHP's
+//! `password_verify()` on a 13-character DES crypt: 8 significant password
+//! characters, 12-bit salt) is not verified and never matches, nor does an
+//! unknown scheme, as in mailcow.
 //! Comparisons are constant-time; no hash is ever logged.
 
 use base64::engine::general_purpose::STANDARD;
@@ -45,7 +47,74 @@ pub fn verify(hash: &str, password: &[u8]) -> bool {
         "SSHA" => salted::<Sha1>(body, password, 20),
         "SSHA256" => salted::<Sha256>(body, password, 32),
         "SSHA512" => salted::<Sha512>(body, password, 64),
+        "PBKDF2" => pbkdf2_sha1_verify(body, password),
+        "PBKDF2-SHA512" => pbkdf2_sha512_verify(body, password),
+        // PHP: hash_equals(hash('md4', $password), $hash) (lower-case hex).
+        "PLAIN-MD4" => ct_eq(body.as_bytes(), hex(&md4::Md4::digest(password)).as_bytes()),
+        "PLAIN-TRUNC" => plain_trunc_verify(body, password),
         _ => false,
+    }
+}
+
+/// Rounds above this are refused (a stored hash must not let a login burn a
+/// core for minutes); mailcow's PHP has no bound.
+const PBKDF2_MAX_ROUNDS: u32 = 10_000_000;
+
+/// Dovecot's PBKDF2 as mailcow's `verify_hash()` reads it:
+/// `$1$<salt>$<rounds>$<hex>`, hex of PBKDF2-HMAC-SHA1 (PHP's `hash_pbkdf2('sha1',
+/// $password, $salt, $rounds)`: the salt as written, 20 bytes of output).
+fn pbkdf2_sha1_verify(body: &str, password: &[u8]) -> bool {
+    let parts: Vec<&str> = body.split('$').collect();
+    let (Some(salt), Some(rounds), Some(stored)) = (parts.get(2), parts.get(3), parts.get(4))
+    else {
+        return false;
+    };
+    let Some(rounds) = rounds
+        .parse::<u32>()
+        .ok()
+        .filter(|r| (1..=PBKDF2_MAX_ROUNDS).contains(r))
+    else {
+        return false;
+    };
+    let mut out = [0u8; 20];
+    pbkdf2::pbkdf2_hmac::<Sha1>(password, salt.as_bytes(), rounds, &mut out);
+    ct_eq(stored.as_bytes(), hex(&out).as_bytes())
+}
+
+/// FreeIPA's `{PBKDF2-SHA512}<iterations>$<base64 salt>$<base64 hash>`, the
+/// output as long as the stored hash (mailcow's `verify_hash()`).
+fn pbkdf2_sha512_verify(body: &str, password: &[u8]) -> bool {
+    let parts: Vec<&str> = body.split('$').collect();
+    let [iterations, salt, stored] = parts.as_slice() else {
+        return false;
+    };
+    let Some(rounds) = iterations
+        .parse::<u32>()
+        .ok()
+        .filter(|r| (1..=PBKDF2_MAX_ROUNDS).contains(r))
+    else {
+        return false;
+    };
+    let (Ok(salt), Ok(stored)) = (STANDARD.decode(salt), STANDARD.decode(stored)) else {
+        return false;
+    };
+    if stored.is_empty() || stored.len() > 1024 {
+        return false;
+    }
+    let mut out = vec![0u8; stored.len()];
+    pbkdf2::pbkdf2_hmac::<Sha512>(password, &salt, rounds, &mut out);
+    ct_eq(&stored, &out)
+}
+
+/// `{PLAIN-TRUNC}<n>-<first n characters>`, else the whole password (mailcow's
+/// `verify_hash()`: `substr($password, 0, $n) == $rest`).
+fn plain_trunc_verify(body: &str, password: &[u8]) -> bool {
+    match body.split_once('-') {
+        Some((n, rest)) => match n.parse::<usize>() {
+            Ok(n) => ct_eq(rest.as_bytes(), &password[..n.min(password.len())]),
+            Err(_) => false,
+        },
+        None => ct_eq(body.as_bytes(), password),
     }
 }
 
@@ -219,6 +288,32 @@ mod tests {
             "{MD5-CRYPT}$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/",
             b"passwore"
         ));
+    }
+
+    #[test]
+    fn pbkdf2_md4_trunc_as_phps_own_functions() {
+        // Written by PHP 8.2 (php-cli): hash_pbkdf2('sha1', ...), hash_pbkdf2('sha512', ..., 64, true), hash('md4', ...).
+        let sha1 = "{PBKDF2}$1$c2FsdHk$5000$f1e76abbc13e51bed54e20c36b38e8afe66b4121";
+        assert!(verify(sha1, b"Pbkdf2-pw"));
+        assert!(!verify(sha1, b"Pbkdf2-px"));
+        let sha512 = "{PBKDF2-SHA512}10000$c2FsdC1ieXRlcy0xNnh4$l/7kLg9nrcZWEWD8fG0NML6dptZN82+tDCt6KArHaTOhgx2AXgTM/OKKXm0Mme818mclaV27LuqTh9P61HlC+A==";
+        assert!(verify(sha512, b"Sha512-pw"));
+        assert!(!verify(sha512, b"Sha512-px"));
+        let md4 = "{PLAIN-MD4}c354d8ffb61f6cb04151ee73cd40451d";
+        assert!(verify(md4, b"Md4-pw"));
+        assert!(!verify(md4, b"Md4-px"));
+        assert!(verify("{PLAIN-TRUNC}3-abc", b"abcdef"));
+        assert!(!verify("{PLAIN-TRUNC}3-abc", b"abxdef"));
+        assert!(verify("{PLAIN-TRUNC}abc", b"abc"));
+        assert!(verify("{PLAIN-TRUNC}9-abc", b"abc"));
+        assert!(!verify("{PLAIN-TRUNC}x-abc", b"abc"));
+        // Malformed: never a match, never a panic.
+        assert!(!verify("{PBKDF2}$1$salt$0$00", b"x"));
+        assert!(!verify("{PBKDF2}$1$salt$99999999999$00", b"x"));
+        assert!(!verify("{PBKDF2}$1$salt", b"x"));
+        assert!(!verify("{PBKDF2-SHA512}10000$!!$!!", b"x"));
+        assert!(!verify("{PBKDF2-SHA512}10000$c2FsdA==$", b"x"));
+        assert!(!verify("{PBKDF2-SHA512}1$2$3$4", b"x"));
     }
 
     #[test]

@@ -46,6 +46,10 @@ const SCHEMES: &[&str] = &[
     "PLAIN",
     "SHA256",
     "SHA512",
+    // Dovecot's own PBKDF2 ($1$salt$rounds$hex, PBKDF2-HMAC-SHA1) and MD4, as
+    // mailcow's verify_hash() reads them.
+    "PBKDF2",
+    "PLAIN-MD4",
 ];
 
 struct Env {
