@@ -84,10 +84,23 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         let started = Arc::new(Mutex::new(None));
         let mark = started.clone();
+        let panics = self.panics.clone();
         let job: Job = Box::new(move || {
             *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            // A panic in `f` drops `tx`: the waiting side sees the failure.
-            let _ = tx.send(f());
+            match catch_unwind(AssertUnwindSafe(f)) {
+                Ok(v) => {
+                    let _ = tx.send(v);
+                }
+                Err(_) => {
+                    // Counted before `tx` is dropped (the waiting side then sees
+                    // the failure), so whoever sees the failure sees it counted.
+                    panics.fetch_add(1, Ordering::Relaxed);
+                    crate::log::error(
+                        "serve: a request panicked: it was answered as a temporary failure",
+                    );
+                    drop(tx);
+                }
+            }
         });
         let sent = self
             .jobs
