@@ -306,8 +306,8 @@ fn result_failure(what: &str, r: &ldap3::LdapResult) -> String {
 /// mix: service-bound connections that only search, and connections that only
 /// carry user binds (a bind replaces the connection's identity, so nothing is
 /// ever searched or read on them). Also the in-process memory of failed hosts,
-/// the optional DN cache, and the recent refused-bind times that an unknown
-/// user's answer is padded to.
+/// the optional DN cache, and how long recent wrong passwords took, which other
+/// refusals are padded to.
 pub struct LdapPool {
     idle: Mutex<Vec<Idle>>,
     binders: Mutex<Vec<Idle>>,
@@ -352,10 +352,10 @@ fn put_into(list: &Mutex<Vec<Idle>>, max: usize, host: &Host, conn: LdapConn) {
 
 /// How many refused binds the padding of unknown users looks back on.
 const REFUSALS_KEPT: usize = 32;
-/// An unknown user's answer is never padded by more than this.
+/// A refusal's answer is never padded by more than this.
 const MAX_PAD: Duration = Duration::from_millis(500);
 
-/// The durations of the latest user binds refused as invalid credentials.
+/// How long the latest logins refused for a wrong password took, whole.
 #[derive(Default)]
 struct RefusalTimes {
     ring: Vec<Duration>,
@@ -469,6 +469,24 @@ impl LdapPool {
 
     fn lock_refusals(&self) -> std::sync::MutexGuard<'_, RefusalTimes> {
         self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A login refused for a wrong password took `took`, from request to
+    /// answer: kept for [`LdapPool::pad_refusal`].
+    pub fn note_wrong_password(&self, took: Duration) {
+        self.lock_refusals().record(took);
+    }
+
+    /// Another refusal (unknown user, a mailbox or domain that may not log
+    /// in, no mailbox and no provisioning) took `took`: how long to wait
+    /// before answering so that it takes as long as the median of the latest
+    /// wrong passwords (at most [`MAX_PAD`] and the time `left`). Its answer
+    /// time then tells no one whether the address exists or what state its
+    /// mailbox is in; a refusal that is already slower (a mailcow-SQL hash)
+    /// waits nothing.
+    pub fn pad_refusal(&self, took: Duration, left: Duration) -> Duration {
+        let typical = self.lock_refusals().median().unwrap_or_default();
+        typical.saturating_sub(took).min(MAX_PAD).min(left)
     }
 
     /// A warm service-bound connection to `host`, checked before reuse, if one is idle.
@@ -789,8 +807,7 @@ impl<'a> Directory<'a> {
         }
     }
 
-    /// A real user's bind on the bind pool; the time of a refusal is kept
-    /// for [`Directory::equal_time`].
+    /// A real user's bind on the bind pool.
     fn pooled_user_bind(
         &mut self,
         pool: &LdapPool,
@@ -799,11 +816,7 @@ impl<'a> Directory<'a> {
         password: &Secret,
         trace: &mut dyn Trace,
     ) -> Result<ldap3::LdapResult, Attempt> {
-        let started = Instant::now();
         let r = self.pooled_bind(pool, host, dn, password)?;
-        if r.rc == rc::INVALID_CREDENTIALS {
-            pool.lock_refusals().record(started.elapsed());
-        }
         trace.step(&format!(
             "user bind as {dn} (pooled bind connection): result code {}",
             r.rc
@@ -817,8 +830,7 @@ impl<'a> Directory<'a> {
     /// tells no one whether the address exists. Its result is ignored (the
     /// search's answer stands); no real account is named, so none counts a
     /// failure (Active Directory's badPwdCount stays as it is). In `serve`,
-    /// the answer is then padded up to the median of the latest refused
-    /// binds (at most [`MAX_PAD`]), for servers whose password check is slow.
+    /// the whole answer is then padded ([`LdapPool::pad_refusal`]).
     fn equal_time(
         &mut self,
         conn: Option<&mut LdapConn>,
@@ -829,7 +841,6 @@ impl<'a> Directory<'a> {
         if password.is_empty() {
             return;
         }
-        let started = Instant::now();
         let dn = nobody_dn(&self.cfg.base_dn);
         trace.step(&format!(
             "equal time: a bind as {dn}, which cannot exist, so that the answer takes as long as a wrong password's"
@@ -847,17 +858,6 @@ impl<'a> Directory<'a> {
                 "host {}: a bind as {dn}, which names no entry, was accepted: the server lets unknown DNs bind",
                 host.label()
             ));
-        }
-        if let Backend::Pooled(pool) = self.backend {
-            let typical = pool.lock_refusals().median().unwrap_or_default();
-            let left = self.remaining().unwrap_or_default();
-            let pad = typical
-                .saturating_sub(started.elapsed())
-                .min(MAX_PAD)
-                .min(left);
-            if !pad.is_zero() {
-                std::thread::sleep(pad);
-            }
         }
     }
 

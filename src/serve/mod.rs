@@ -22,7 +22,7 @@ mod pool;
 pub mod saslauthd;
 mod strict;
 
-use crate::auth::{self, Decision, Request};
+use crate::auth::{self, Accepted, Decision, Request};
 use crate::config::Config;
 use crate::db_slot::StoreSource;
 use crate::directory::{Backend, LdapPool, Silent};
@@ -186,7 +186,8 @@ impl Runtime {
                 entry: None,
             };
         }
-        let deadline = Instant::now() + self.cfg.login_timeout;
+        let started = Instant::now();
+        let deadline = started + self.cfg.login_timeout;
         let mut lease = Lease {
             rt: self,
             held: None,
@@ -208,7 +209,30 @@ impl Runtime {
                 self.put_store(store);
             }
         }
+        self.equal_time(&d.result, started, deadline);
         d
+    }
+
+    /// Refusals take as long as a wrong password: a login refused as an
+    /// unknown user (no entry, or no mailbox without provisioning) or by
+    /// mailcow's checks before any bind (inactive mailbox or domain, a
+    /// service not allowed) is answered no sooner than the median of the
+    /// latest wrong passwords, so the answer time tells no one which
+    /// addresses exist or what state their mailbox is in. The wait is on
+    /// this request's decision thread; the directory is not asked for it.
+    fn equal_time(&self, result: &Result<Accepted, Failure>, started: Instant, deadline: Instant) {
+        let took = started.elapsed();
+        match result {
+            Err(Failure::WrongPassword) => self.ldap.note_wrong_password(took),
+            Err(Failure::UnknownUser | Failure::Ambiguous(_) | Failure::Denied(_)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let pad = self.ldap.pad_refusal(took, left);
+                if !pad.is_zero() {
+                    std::thread::sleep(pad);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The pools as a scrape sees them.

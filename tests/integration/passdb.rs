@@ -13,6 +13,7 @@ use crate::support::slapd::Ops;
 use crate::support::{checkpassword, creds, require, run_ok, write_config, Run, Slapd, StubReply};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 use tempfile::TempDir;
 
 /// `doveadm pw -s SCHEME -p PASSWORD` (bcrypt with mailcow's cost, PHP's 10).
@@ -836,4 +837,65 @@ fn sogo_single_sign_on_from_sogos_address_only() {
         !serve.log_text().contains("n3ws3cr3t"),
         "the secret is never logged"
     );
+}
+
+/// In `serve`, a refusal decided before any bind takes as long as a wrong
+/// password: an address without a mailbox (no provisioning) and a mailbox
+/// that may not log in (inactive) are answered no sooner than the median of
+/// the latest wrong passwords, and cost the directory nothing. Over 200
+/// interleaved triples the medians differ by at most 0.25 ms + 25 % of the
+/// wrong password's (the old code answered both from the database alone:
+/// well under half a wrong password's time, which needs a search and a
+/// bind).
+#[test]
+fn refusals_before_any_bind_take_as_long_as_a_wrong_password_in_serve() {
+    use crate::serve_e2e::write_secret;
+    let e = Env::new();
+    let u = "jdoe@example.org";
+    e.mailbox(u, "ldap", 1, "", "{}");
+    e.mailbox("off@example.org", "ldap", 0, "", "{}");
+    let secret = write_secret(e.dir.path());
+    let (serve, _) = e.serve(&secret, "");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let timed = |login: &str| {
+        let t = Instant::now();
+        let r = serve.sasl(login, "guess-1", "smtp", "");
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        assert!(
+            r.as_deref().is_some_and(|r| r.starts_with("NO")),
+            "{login}: {r:?}"
+        );
+        ms
+    };
+    // Warm the pools and the wrong-password figures.
+    for _ in 0..20 {
+        timed(u);
+    }
+    let before = e.slapd.binds();
+    let (mut unknown, mut inactive, mut wrong) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..200 {
+        unknown.push(timed(&format!("nobody{i}@example.org")));
+        inactive.push(timed("off@example.org"));
+        wrong.push(timed(u));
+    }
+    let (mu, mi, mw) = (
+        median(&mut unknown),
+        median(&mut inactive),
+        median(&mut wrong),
+    );
+    eprintln!(
+        "median answer: no mailbox {mu:.3} ms, inactive {mi:.3} ms, wrong password {mw:.3} ms"
+    );
+    for (what, m) in [("no mailbox", mu), ("inactive mailbox", mi)] {
+        assert!(
+            (m - mw).abs() <= 0.25 + 0.25 * mw,
+            "median answer: {what} {m:.3} ms, wrong password {mw:.3} ms"
+        );
+    }
+    // Only the wrong passwords reached the directory: 200 failed binds.
+    let ops = e.ops_since(&before);
+    assert_eq!((ops.user, ops.user_failed), (200, 200), "{ops:?}");
 }
