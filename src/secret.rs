@@ -8,6 +8,22 @@ use zeroize::Zeroizing;
 #[derive(Clone, Default)]
 pub struct Secret(Zeroizing<String>);
 
+/// No core dumps, for this process and what it execs: a dump would write the
+/// passwords and secrets in memory (and buffers freed without zeroing, such
+/// as the HTTP stack's read buffers) to disk. Soft and hard limit 0, so
+/// nothing later can raise it; failure to set it is ignored (the limit is
+/// then what the system gave).
+pub fn no_core_dumps() {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let _ = setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+}
+
 impl Secret {
     pub fn new(value: String) -> Self {
         Secret(Zeroizing::new(value))

@@ -78,6 +78,9 @@ fn success_passes_user_and_fields_to_the_reply_program() {
         "ORIG_UID must be kept for checkpassword-reply"
     );
     assert_eq!(e.reply.var("AUTHORIZED"), None);
+    // No core dumps (soft and hard limit 0), inherited by the reply program:
+    // a dump would write the password to disk.
+    assert_eq!(e.reply.var("CORE_LIMITS").as_deref(), Some("0 0"));
     // The reply program got its own arguments.
     assert_eq!(e.reply.var("ARGS"), Some(e.reply.out.display().to_string()));
     // The password is nowhere in the reply's environment or the log.

@@ -324,6 +324,18 @@ fn strict_heads_secret_first_and_health_from_state() {
         &format!("http_secret_file = \"{}\"", secret.display()),
     );
     let serve = Serve::start(&cfg, port, socket);
+    // No core dumps: a dump would write passwords (and the HTTP stack's read
+    // buffers, freed without zeroing) to disk.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", serve.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
     // The secret from the head: a wrong or missing one is answered (403) at
     // once, though the announced body never arrives. 3 s is far below the 10 s
     // body deadline that reading the body first would wait for.

@@ -228,7 +228,7 @@ impl StubReply {
         std::fs::write(
             &path,
             "#!/bin/sh\n# Test stand-in for checkpassword-reply: record, then exit as it would.\n\
-             { echo \"ARGS=$*\"; env; } > \"$1\"\n\
+             { echo \"ARGS=$*\"; echo \"CORE_LIMITS=$(ulimit -S -c) $(ulimit -H -c)\"; env; } > \"$1\"\n\
              if [ \"$AUTHORIZED\" = 2 ]; then exit 2; fi\nexit 0\n",
         )
         .unwrap();
