@@ -3,13 +3,14 @@
 //! userdb fields or a [`Failure`]; [`Failure::verdict`] turns that into an
 //! exit status.
 
-use crate::config::Config;
+use crate::config::{Config, Retire};
 use crate::db_slot::StoreSource;
 use crate::directory::{Backend, Directory, Found, Trace, UserEntry};
 use crate::health::unix_now;
 use crate::log;
 use crate::mailcow::{
     Created, MailboxRow, Presence, Store, Template, DEACTIVATED_BY_SYNC, MISSING_SINCE,
+    RETIRED_BY_VALUE,
 };
 use crate::outcome::{Failure, RequestKind, Verdict};
 use crate::passhash;
@@ -178,25 +179,39 @@ pub fn log_decision(l: &LogLine) -> Verdict {
     verdict
 }
 
+/// The first mapping, in configured order, whose value equals any value of
+/// the attribute field.
+fn first_mapping<'a>(cfg: &'a Config, entry: &UserEntry) -> Option<&'a crate::config::Mapping> {
+    let field = cfg.ldap.attribute_field.as_ref()?;
+    let values = entry.values(field);
+    cfg.mappings
+        .iter()
+        .find(|m| values.iter().any(|v| v == &m.attribute))
+}
+
 /// The template for an entry: the first mapping, in configured order, whose
 /// value equals any value of the attribute field; else the default template.
 /// Returns the template and the value that selected it (`None` for the default).
+/// `None` also when that first mapping retires the mailbox ([`retiring`]).
 pub fn choose_template<'a>(
     cfg: &'a Config,
     entry: &UserEntry,
 ) -> Option<(&'a str, Option<&'a str>)> {
-    if let Some(field) = &cfg.ldap.attribute_field {
-        let values = entry.values(field);
-        for m in &cfg.mappings {
-            if values.iter().any(|v| v == &m.attribute) {
-                return Some((m.template.as_str(), Some(m.attribute.as_str())));
-            }
-        }
+    match first_mapping(cfg, entry) {
+        Some(m) if m.action.is_some() => None,
+        Some(m) => Some((m.template.as_str(), Some(m.attribute.as_str()))),
+        None => cfg
+            .provisioning
+            .default_template
+            .as_deref()
+            .map(|t| (t, None)),
     }
-    cfg.provisioning
-        .default_template
-        .as_deref()
-        .map(|t| (t, None))
+}
+
+/// The retiring action of an entry (`action =` on its first matching
+/// mapping) and the value that selected it.
+pub fn retiring<'a>(cfg: &'a Config, entry: &UserEntry) -> Option<(Retire, &'a str)> {
+    first_mapping(cfg, entry).and_then(|m| m.action.map(|a| (a, m.attribute.as_str())))
 }
 
 /// Decide one request. `deadline` bounds the whole of it. `ldap` says where
@@ -520,6 +535,13 @@ fn before_bind(
         trace.step("mailbox deactivated by sync: the directory decides whether it comes back");
         return Ok(Early::Bind(Some(row)));
     }
+    if row.is_ldap() && row.attributes.contains_key(RETIRED_BY_VALUE) && row.active != 1 {
+        // A retiring value set it: the directory decides whether it comes back.
+        trace.step(
+            "mailbox retired by a directory value: the directory decides whether it comes back",
+        );
+        return Ok(Early::Bind(Some(row)));
+    }
     provision::login_allowed(&row, req.service.as_deref())?;
     match row.authsource.as_str() {
         "ldap" => Ok(Early::Bind(Some(row))),
@@ -658,12 +680,24 @@ fn decide_inner(
         Some(row) if !row.is_ldap() => return Err(Failure::Denied("not an LDAP mailbox".into())),
         Some(row) => {
             let row = repair_after_sync(store, row, req.dry_run, trace)?;
+            let row = apply_retiring_value(cfg, store, row, entry, req.dry_run, trace)?;
             provision::login_allowed(&row, req.service.as_deref())?;
             if update_existing(cfg, store, &row, entry, req.dry_run, trace)? {
                 store.mailbox(&address)?.ok_or(Failure::UnknownUser)?
             } else {
                 row
             }
+        }
+        None if retiring(cfg, entry).is_some() => {
+            let (action, value) = retiring(cfg, entry).unwrap_or((Retire::Deactivate, ""));
+            trace.step(&format!(
+                "no mailbox, and the directory value \"{value}\" maps to action {}: none is created",
+                action.name()
+            ));
+            return Err(Failure::Denied(format!(
+                "no mailbox, and the directory value \"{value}\" retires it (action {}): none is created",
+                action.name()
+            )));
         }
         None if req.dry_run => return create_new_dry_run(cfg, store, entry, &address, trace),
         None => create_new(cfg, store, entry, &address, trace)?,
@@ -715,6 +749,58 @@ fn repair_after_sync(
         Presence::Unchanged => {}
     }
     Ok(store.mailbox(&row.username)?.unwrap_or(row))
+}
+
+/// A retiring value ([`retiring`]): set `active` as it says (unless an
+/// admin set the mailbox's state) and refuse the login. No retiring value:
+/// undo what an earlier one did. Returns the row as it is now.
+fn apply_retiring_value(
+    cfg: &Config,
+    store: &mut Store,
+    row: MailboxRow,
+    entry: &UserEntry,
+    dry_run: bool,
+    trace: &mut dyn Trace,
+) -> Result<MailboxRow, Failure> {
+    let Some((action, value)) = retiring(cfg, entry) else {
+        if !row.attributes.contains_key(RETIRED_BY_VALUE) {
+            return Ok(row);
+        }
+        if dry_run {
+            trace.step("dry run: would reactivate the mailbox a retiring directory value had set (the value is gone)");
+            return Ok(MailboxRow { active: 1, ..row });
+        }
+        if store.unretire(&row.username)? {
+            trace.step("mailbox active again: the retiring directory value is gone");
+            log::info(&format!(
+                "mailbox {} active again at login: the directory value that retired it is gone",
+                log::clean(&row.username)
+            ));
+        }
+        return Ok(store.mailbox(&row.username)?.unwrap_or(row));
+    };
+    let what = format!(
+        "the directory value \"{value}\" retires the mailbox (action {}, active {})",
+        action.name(),
+        action.active()
+    );
+    if dry_run {
+        trace.step(&format!(
+            "dry run: {what}: would set it and refuse the login"
+        ));
+    } else if store.retire(&row.username, action)? {
+        log::info(&format!(
+            "mailbox {} set to active {} at login: {what}",
+            log::clean(&row.username),
+            action.active()
+        ));
+        trace.step(&format!("{what}: set"));
+    } else {
+        trace.step(&format!(
+            "{what}: left as it is (already so, or set by an admin)"
+        ));
+    }
+    Err(Failure::Denied(what))
 }
 
 /// The template a mapping (not the default) selects, read from the database.

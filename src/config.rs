@@ -147,7 +147,11 @@ pub struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub struct RawMapping {
     pub attribute: String,
+    /// Exactly one of `template` and `action`.
+    #[serde(default)]
     pub template: String,
+    #[serde(default)]
+    pub action: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -327,11 +331,50 @@ pub struct DatabaseConfig {
     pub timeout: Duration,
 }
 
-/// "Attribute Mapping": an attribute value selects a mailbox template.
+/// "Attribute Mapping": an attribute value selects a mailbox template, or
+/// (`action`, beyond mailcow) retires the mailbox: `template` is then empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
     pub attribute: String,
     pub template: String,
+    pub action: Option<Retire>,
+}
+
+/// What a retiring `[[attribute_mapping]]` value does to an `ldap` mailbox:
+/// the `active` value mailcow knows for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// `action = "disallow_login"`: mailcow's `active = 2` (mail still arrives).
+    DisallowLogin,
+    /// `action = "deactivate"`: `active = 0`.
+    Deactivate,
+}
+
+impl Retire {
+    pub const NAMES: &'static str = "\"disallow_login\" or \"deactivate\"";
+
+    pub fn parse(s: &str) -> Option<Retire> {
+        match s {
+            "disallow_login" => Some(Retire::DisallowLogin),
+            "deactivate" => Some(Retire::Deactivate),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Retire::DisallowLogin => "disallow_login",
+            Retire::Deactivate => "deactivate",
+        }
+    }
+
+    /// `mailbox.active` for it.
+    pub fn active(self) -> i64 {
+        match self {
+            Retire::DisallowLogin => 2,
+            Retire::Deactivate => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -612,23 +655,40 @@ impl RawConfig {
             Some(p) => Some(p.clone()),
         };
 
-        let mappings: Vec<Mapping> = self
-            .attribute_mapping
-            .or(ui.mappings)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| Mapping {
-                attribute: m.attribute,
-                template: m.template,
-            })
-            .collect();
-        for (i, m) in mappings.iter().enumerate() {
-            if m.attribute.is_empty() || m.template.is_empty() {
+        let mut mappings: Vec<Mapping> = Vec::new();
+        let raw_mappings = self.attribute_mapping.or(ui.mappings).unwrap_or_default();
+        for (i, m) in raw_mappings.into_iter().enumerate() {
+            let n = i + 1;
+            if m.attribute.is_empty() {
                 return Err(err(format!(
-                    "attribute_mapping #{}: both attribute and template must be set",
-                    i + 1
+                    "attribute_mapping #{n}: attribute must be set"
                 )));
             }
+            let action = match (m.template.is_empty(), m.action.as_deref()) {
+                (false, None) => None,
+                (true, None) => {
+                    return Err(err(format!(
+                        "attribute_mapping #{n}: set template (or action = {})",
+                        Retire::NAMES
+                    )))
+                }
+                (false, Some(_)) => {
+                    return Err(err(format!(
+                        "attribute_mapping #{n}: set either template or action, not both"
+                    )))
+                }
+                (true, Some(a)) => Some(Retire::parse(a).ok_or_else(|| {
+                    err(format!(
+                        "attribute_mapping #{n}: action \"{a}\" is unknown; allowed: {}",
+                        Retire::NAMES
+                    ))
+                })?),
+            };
+            mappings.push(Mapping {
+                attribute: m.attribute,
+                template: m.template,
+                action,
+            });
         }
 
         let prov = RawProvisioning {
@@ -1241,6 +1301,40 @@ mod tests {
     }
 
     #[test]
+    fn a_mapping_has_a_template_or_an_action() {
+        let check = |body: &str| {
+            let text = format!(
+                "[ldap]\nhosts = \"h\"\nbase_dn = \"dc=x\"\n\n[[attribute_mapping]]\nattribute = \"left\"\n{body}"
+            );
+            parse_str(&text)
+                .unwrap()
+                .validate(Path::new("t.toml"), UiSettings::default())
+                .map(|c| c.mappings[0].action)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            check("action = \"disallow_login\""),
+            Ok(Some(Retire::DisallowLogin))
+        );
+        assert_eq!(
+            check("action = \"deactivate\""),
+            Ok(Some(Retire::Deactivate))
+        );
+        assert_eq!(check("template = \"T\""), Ok(None));
+        let e = check("action = \"delete\"").unwrap_err();
+        assert!(
+            e.contains(
+                "action \"delete\" is unknown; allowed: \"disallow_login\" or \"deactivate\""
+            ),
+            "{e}"
+        );
+        let e = check("template = \"T\"\naction = \"deactivate\"").unwrap_err();
+        assert!(e.contains("either template or action, not both"), "{e}");
+        let e = check("").unwrap_err();
+        assert!(e.contains("attribute_mapping #1: set template"), "{e}");
+    }
+
+    #[test]
     fn ssl_and_tls_port_rules() {
         let c = validate(&format!("{MIN}use_ssl = true\n")).unwrap();
         assert_eq!(c.ldap.tls, TlsMode::Ldaps);
@@ -1382,6 +1476,7 @@ mod tests {
             mappings: Some(vec![RawMapping {
                 attribute: "a".into(),
                 template: "T".into(),
+                action: None,
             }]),
             ..Default::default()
         };
@@ -1398,7 +1493,8 @@ mod tests {
             c.mappings,
             vec![Mapping {
                 attribute: "a".into(),
-                template: "T".into()
+                template: "T".into(),
+                action: None,
             }]
         );
     }

@@ -11,7 +11,7 @@
 //! complete search.
 
 use crate::auth::choose_template;
-use crate::config::{Config, FilterTemplate};
+use crate::config::{Config, FilterTemplate, Retire};
 use crate::cronlog::CronLog;
 use crate::directory::{rc, Directory, Silent, UserEntry};
 use crate::health::unix_now;
@@ -42,6 +42,8 @@ pub struct DirUser {
     pub mapped_template: Option<String>,
     /// The template a new mailbox gets (mapping, else default).
     pub template: Option<String>,
+    /// A retiring value (`action =` on the first matching mapping) and the value.
+    pub retire: Option<(Retire, String)>,
 }
 
 /// The mailbox address of an entry as logins compute it (from
@@ -99,6 +101,7 @@ pub fn dir_user(cfg: &Config, entry: &UserEntry) -> DirUser {
         name,
         mapped_template: choice.and_then(|(t, v)| v.map(|_| t.to_owned())),
         template: choice.map(|(t, _)| t.to_owned()),
+        retire: crate::auth::retiring(cfg, entry).map(|(a, v)| (a, v.to_owned())),
         address,
     }
 }
@@ -128,6 +131,16 @@ pub enum Change {
     MarkMissing {
         username: String,
         since: u64,
+    },
+    /// A retiring directory value: set `active` as the action says.
+    Retire {
+        username: String,
+        action: Retire,
+        value: String,
+    },
+    /// The retiring value is gone: active 1 again (only what it set).
+    Unretire {
+        username: String,
     },
     Deactivate {
         username: String,
@@ -179,6 +192,18 @@ impl Change {
             Change::Deactivate { username, .. } => {
                 format!("deactivate {username} (missing beyond the grace period)")
             }
+            Change::Retire {
+                username,
+                action,
+                value,
+            } => format!(
+                "set {username} to active {} (directory value \"{value}\": action {})",
+                action.active(),
+                action.name()
+            ),
+            Change::Unretire { username } => format!(
+                "reactivate {username} (the directory value that retired it is gone)"
+            ),
         }
     }
 }
@@ -253,6 +278,16 @@ pub fn plan_page(
                 if !cfg.sync.import_users {
                     continue;
                 }
+                if let Some((action, value)) = &u.retire {
+                    changes.push(Change::Skip {
+                        who: address,
+                        reason: format!(
+                            "the directory value \"{value}\" retires it (action {}): no mailbox is created",
+                            action.name()
+                        ),
+                    });
+                    continue;
+                }
                 match u.template.as_ref().map(|t| (t, templates.get(t))) {
                     None => changes.push(Change::Skip {
                         who: address,
@@ -281,6 +316,28 @@ pub fn plan_page(
                         username: row.username.clone(),
                         was_deactivated: false,
                     });
+                }
+                let retired = row.attr(mailcow::RETIRED_BY_VALUE);
+                match &u.retire {
+                    // Only where the tool owns `active` (1, or what it set);
+                    // the store checks the same again in its statement.
+                    Some((action, value))
+                        if retired.as_deref() != Some(action.active().to_string().as_str())
+                            && (row.active == 1
+                                || retired.as_deref() == Some(row.active.to_string().as_str())
+                                || row.attr(mailcow::DEACTIVATED_BY_SYNC).as_deref()
+                                    == Some("1")) =>
+                    {
+                        changes.push(Change::Retire {
+                            username: row.username.clone(),
+                            action: *action,
+                            value: value.clone(),
+                        })
+                    }
+                    None if retired.is_some() => changes.push(Change::Unretire {
+                        username: row.username.clone(),
+                    }),
+                    _ => {}
                 }
                 if cfg.sync.periodic_full_sync {
                     let template = u.mapped_template.as_ref().and_then(|t| templates.get(t));
@@ -423,6 +480,9 @@ pub struct Counts {
     pub cleared: usize,
     pub marked: usize,
     pub deactivated: usize,
+    /// Set to active 2 or 0 by a retiring directory value, and back to 1.
+    pub retired: usize,
+    pub unretired: usize,
     pub skipped: usize,
     pub failed: usize,
     /// Addresses several directory entries share (left alone).
@@ -646,7 +706,7 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
     let result = sync_once(cfg, opts, &mut out, &mut counts, now);
     let took = started.elapsed().as_secs_f64();
     let summary = format!(
-        "{}{} directory entries; created {}, updated {}, reactivated {}, marked missing {}, deactivated {}, skipped {}, failed {}, missing marks cleared {}{}; {took:.1} s",
+        "{}{} directory entries; created {}, updated {}, reactivated {}, marked missing {}, deactivated {}, skipped {}, failed {}, missing marks cleared {}{}{}; {took:.1} s",
         if opts.dry_run { "DRY RUN, nothing written: " } else { "" },
         counts.entries,
         counts.created,
@@ -657,6 +717,10 @@ pub fn run(cfg: &Config, opts: Options) -> ExitCode {
         counts.skipped,
         counts.failed,
         counts.cleared,
+        match (counts.retired, counts.unretired) {
+            (0, 0) => String::new(),
+            (r, u) => format!(", retired by a directory value {r}, reactivated from that {u}"),
+        },
         match counts.conflicts {
             0 => String::new(),
             n => format!(", address conflicts {n} (each named above: nothing changed for them)"),
@@ -993,6 +1057,10 @@ fn apply(
             username,
             marked_before,
         } => store.deactivate(username, *marked_before),
+        Change::Retire {
+            username, action, ..
+        } => store.retire(username, *action),
+        Change::Unretire { username } => store.unretire(username),
         Change::Skip { .. } | Change::Conflict { .. } => Ok(false),
     };
     report(&c.describe(), c.count_as(), res, out, counts)
@@ -1007,6 +1075,8 @@ enum CountAs {
     Cleared,
     Marked,
     Deactivated,
+    Retired,
+    Unretired,
     Skipped,
     Conflict,
 }
@@ -1023,6 +1093,8 @@ impl Change {
             Change::Reactivate { .. } => CountAs::Cleared,
             Change::MarkMissing { .. } => CountAs::Marked,
             Change::Deactivate { .. } => CountAs::Deactivated,
+            Change::Retire { .. } => CountAs::Retired,
+            Change::Unretire { .. } => CountAs::Unretired,
             Change::Skip { .. } => CountAs::Skipped,
             Change::Conflict { .. } => CountAs::Conflict,
         }
@@ -1063,6 +1135,8 @@ fn bump(counts: &mut Counts, kind: CountAs) {
         CountAs::Cleared => counts.cleared += 1,
         CountAs::Marked => counts.marked += 1,
         CountAs::Deactivated => counts.deactivated += 1,
+        CountAs::Retired => counts.retired += 1,
+        CountAs::Unretired => counts.unretired += 1,
         CountAs::Skipped => counts.skipped += 1,
         CountAs::Conflict => counts.conflicts += 1,
     }
@@ -1096,6 +1170,7 @@ mod tests {
             name: "N".into(),
             mapped_template: template.map(str::to_owned),
             template: template.map(str::to_owned),
+            retire: None,
         }
     }
 

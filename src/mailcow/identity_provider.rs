@@ -114,6 +114,7 @@ pub fn ui_settings(rows: &[(String, String)]) -> Result<UiSettings, String> {
                 .map(|(attribute, template)| RawMapping {
                     attribute,
                     template,
+                    action: None,
                 })
                 .collect(),
         );

@@ -8,6 +8,7 @@
 //! | `domain` | `domain` | [`DomainRow`], a domain's limits and room |
 //! | `template` | `templates` | [`Template`], mailcow's `attribute_hash` |
 //! | `alias` | `alias` | the mailbox's own alias |
+//! | `retire` | `mailbox.active` | a retiring directory value applied and undone, with its mark |
 //! | `quota` | `quota2`, `quota2replica` | the counters of a new mailbox |
 //! | `acl` | `user_acl` | |
 //! | `tags` | `tags_mailbox` | |
@@ -31,6 +32,7 @@ mod error;
 mod identity_provider;
 mod mailbox;
 mod quota;
+mod retire;
 mod row;
 mod sasl_log;
 mod sogo;
@@ -49,6 +51,7 @@ pub use identity_provider::{
 pub use mailbox::{
     LdapMailbox, MailboxRow, MailboxUpdate, Presence, DEACTIVATED_BY_SYNC, MISSING_SINCE,
 };
+pub use retire::RETIRED_BY_VALUE;
 pub use sync_lock::sync_lock_name;
 pub use template::{php_json_string, template_hash, Template};
 

@@ -756,3 +756,137 @@ fn bad_password_count_rises_once_per_wrong_password_through_serve() {
     );
     serve.stop();
 }
+
+/// `department` on an AD user, replaced as Administrator.
+fn set_department(env: &Env, cn: &str, value: &str) {
+    env.dc.ldap_tool(
+        "ldapmodify",
+        &format!(
+            "dn: CN={cn},OU=Staff,{}\nchangetype: modify\nreplace: department\ndepartment: {value}\n-\n",
+            crate::support::samba::BASE
+        ),
+    );
+}
+
+/// A mailbox's `active` and the tool's retirement mark (`-` when none).
+fn active_and_mark(db: &Db, user: &str) -> String {
+    db.value(&format!(
+        "SELECT CONCAT(active, '/', COALESCE(JSON_UNQUOTE(JSON_EXTRACT(attributes, '$.ldap_retired')), '-'), \
+         '/', (SELECT active FROM alias WHERE address = '{user}')) FROM mailbox WHERE username = '{user}'"
+    ))
+}
+
+/// Offboarding in the directory (issue 19, part 2): `department: left`
+/// disallows login (active 2), `department: gone` deactivates (active 0),
+/// at login and by sync; a value that maps to a template again makes the
+/// mailbox active 1; an admin's own deactivation is never touched, and a
+/// user whose value retires them gets no new mailbox. On the old code the
+/// `action` key is refused as unknown.
+#[test]
+fn a_retiring_directory_value_sets_active_and_a_template_value_restores_it() {
+    let env = Env::new();
+    let db = mailcow_db();
+    let mapping = format!(
+        "attribute_field = \"department\"\n\n\
+         [[attribute_mapping]]\nattribute = \"left\"\naction = \"disallow_login\"\n\n\
+         [[attribute_mapping]]\nattribute = \"gone\"\naction = \"deactivate\"\n\n\
+         [[attribute_mapping]]\nattribute = \"staff\"\ntemplate = \"Staff\"\n\n\
+         [provisioning]\nmail_field = \"mail\"\ndefault_template = \"Default\"\n\n{}\n\
+         [sync]\nimport_users = true\nperiodic_full_sync = true\n",
+        db.socket_section()
+    );
+    let cfg = env.config(&mapping, DOVECOT);
+    let login = |user: &AdUser, pw: &str| env.dc.login(&cfg, user.sam, pw, &env.reply);
+
+    // A new user whose value retires them: no mailbox, at login or by sync.
+    set_department(&env, "eve", "gone");
+    set_department(&env, "larry", "staff");
+    let r = env.dc.admin(&cfg, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(
+            "skip {}: the directory value \"gone\" retires it (action deactivate): no mailbox is created",
+            EVE_EXPIRED.mail
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        db.value(&format!(
+            "SELECT COUNT(*) FROM mailbox WHERE username = '{}'",
+            EVE_EXPIRED.mail
+        )),
+        "0"
+    );
+    assert_eq!(active_and_mark(&db, LARRY.mail), "1/-/1");
+
+    // At login: refused after the bind, active 2 with the mark; still
+    // refused next time; a wrong password stays a wrong password.
+    set_department(&env, "larry", "left");
+    let r = login(&LARRY, LARRY.password);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("the directory value \\\"left\\\" retires the mailbox (action disallow_login, active 2)"),
+        "{r:?}"
+    );
+    assert_eq!(active_and_mark(&db, LARRY.mail), "2/2/1");
+    let r = login(&LARRY, LARRY.password);
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = login(&LARRY, "Wrong-Pass-1");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("reason=\"wrong password\""), "{r:?}");
+    assert_eq!(active_and_mark(&db, LARRY.mail), "2/2/1");
+    // The template value again: the login itself makes it active 1.
+    set_department(&env, "larry", "staff");
+    let r = login(&LARRY, LARRY.password);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(active_and_mark(&db, LARRY.mail), "1/-/1");
+
+    // By sync, dry run first; an admin's deactivation (alice) is left alone.
+    db.sql(&format!(
+        "UPDATE mailbox SET active = 0 WHERE username = '{}'",
+        ALICE.mail
+    ));
+    set_department(&env, "alice", "left");
+    set_department(&env, "larry", "gone");
+    let r = env.dc.admin(&cfg, &["sync", "--force", "--dry-run"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(
+            "would set {} to active 0 (directory value \"gone\": action deactivate)",
+            LARRY.mail
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains(&format!("set {} to", ALICE.mail)),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(active_and_mark(&db, LARRY.mail), "1/-/1", "dry run wrote");
+    let r = env.dc.admin(&cfg, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("retired by a directory value 1, reactivated from that 0"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(active_and_mark(&db, LARRY.mail), "0/0/0");
+    assert_eq!(active_and_mark(&db, ALICE.mail), "0/-/1");
+    // Back to a template value: sync restores larry, alice stays as the admin set her.
+    set_department(&env, "larry", "staff");
+    set_department(&env, "alice", "staff");
+    let r = env.dc.admin(&cfg, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("retired by a directory value 0, reactivated from that 1"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(active_and_mark(&db, LARRY.mail), "1/-/1");
+    assert_eq!(active_and_mark(&db, ALICE.mail), "0/-/1");
+}

@@ -46,6 +46,7 @@ fn dir_user() -> impl Strategy<Value = DirUser> {
             name: "N".into(),
             mapped_template: t.clone(),
             template: t,
+            retire: None,
         })
 }
 
@@ -73,7 +74,9 @@ fn changed_user(c: &Change) -> Option<&str> {
         Change::Update(u) => Some(&u.username),
         Change::Reactivate { username, .. }
         | Change::MarkMissing { username, .. }
-        | Change::Deactivate { username, .. } => Some(username),
+        | Change::Deactivate { username, .. }
+        | Change::Retire { username, .. }
+        | Change::Unretire { username } => Some(username),
         Change::Skip { .. } | Change::Conflict { .. } => None,
     }
 }
