@@ -90,7 +90,11 @@ impl Serve {
                     panic!("serve exited with {status}: {}", self.log_text());
                 }
             }
-            if self.socket.exists() && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // The socket file appears at bind(), before listen(): a connect
+            // in between is refused, so readiness is a connect that works.
+            if UnixStream::connect(&self.socket).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
