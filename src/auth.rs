@@ -128,6 +128,7 @@ pub fn expand_home(template: &str, user: &str) -> String {
 /// The attributes read from a user's entry.
 pub fn wanted_attributes(cfg: &Config) -> Vec<&str> {
     let mut a = vec![cfg.ldap.username_field.as_str(), "displayName", "cn"];
+    a.extend(cfg.alias_attributes.iter().map(String::as_str));
     if let Some(f) = &cfg.ldap.attribute_field {
         a.push(f);
     }
@@ -699,9 +700,20 @@ fn decide_inner(
                 action.name()
             )));
         }
-        None if req.dry_run => return create_new_dry_run(cfg, store, entry, &address, trace),
+        None if req.dry_run => {
+            let accepted = create_new_dry_run(cfg, store, entry, &address, trace)?;
+            let (wanted, _) = provision::directory_aliases(&cfg.alias_attributes, entry, &address);
+            if !wanted.is_empty() {
+                trace.step(&format!(
+                    "dry run: would then add the directory's aliases where mailcow has their domain: {}",
+                    wanted.join(", ")
+                ));
+            }
+            return Ok(accepted);
+        }
         None => create_new(cfg, store, entry, &address, trace)?,
     };
+    keep_aliases(cfg, store, entry, &row.username, req.dry_run, trace)?;
     provision::login_allowed(&row, req.service.as_deref())?;
     Ok(Accepted {
         fields: fields(cfg, &row.username, Some(row.quota)),
@@ -801,6 +813,48 @@ fn apply_retiring_value(
         ));
     }
     Err(Failure::Denied(what))
+}
+
+/// Bring the mailbox's aliases in step with the entry's `alias_attributes`
+/// (nothing when none is configured); with `dry_run` only say what would change.
+pub fn keep_aliases(
+    cfg: &Config,
+    store: &mut Store,
+    entry: &UserEntry,
+    mailbox: &str,
+    dry_run: bool,
+    trace: &mut dyn Trace,
+) -> Result<Vec<crate::mailcow::AliasChange>, Failure> {
+    if cfg.alias_attributes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (wanted, invalid) = provision::directory_aliases(&cfg.alias_attributes, entry, mailbox);
+    for i in &invalid {
+        log::warn(&format!(
+            "mailbox {}: {}",
+            log::clean(mailbox),
+            log::clean(i)
+        ));
+    }
+    let changes = store.keep_directory_aliases(mailbox, &wanted, dry_run)?;
+    for c in &changes {
+        let text = c.describe(mailbox);
+        if dry_run && c.writes() {
+            trace.step(&format!("dry run: would write: {text}"));
+        } else {
+            trace.step(&text);
+        }
+        if dry_run {
+            continue;
+        }
+        match c {
+            crate::mailcow::AliasChange::Conflict { .. }
+            | crate::mailcow::AliasChange::LimitReached { .. } => log::warn(&log::clean(&text)),
+            crate::mailcow::AliasChange::UnknownDomain { .. } => {}
+            _ => log::info(&log::clean(&text)),
+        }
+    }
+    Ok(changes)
 }
 
 /// The template a mapping (not the default) selects, read from the database.

@@ -174,6 +174,8 @@ pub struct RawMailcow {
     pub sogo_address: Option<String>,
     /// mailcow's SOGo single sign-on secret (`sogo-sso.pass`).
     pub sogo_sso_file: Option<PathBuf>,
+    /// Attributes whose values become mailcow aliases of the mailbox.
+    pub alias_attributes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -467,6 +469,9 @@ pub struct Config {
     /// login from `sogo_address` (mailcow writes a new one at every start of
     /// its Dovecot container). `None`: serve hands SOGo's logins on.
     pub sogo_sso_file: Option<PathBuf>,
+    /// `[mailcow] alias_attributes`: attributes (lower-cased) whose values
+    /// become aliases of the mailbox (`provision::directory_aliases`).
+    pub alias_attributes: Vec<String>,
     pub sync: SyncConfig,
     pub serve: ServeConfig,
 }
@@ -628,6 +633,18 @@ impl RawConfig {
                 }
             };
 
+        let mut alias_attributes = Vec::new();
+        for a in self.mailcow.alias_attributes.clone().unwrap_or_default() {
+            match attr_name(path, "mailcow.alias_attributes", Some(a))? {
+                Some(a) if !alias_attributes.contains(&a) => alias_attributes.push(a),
+                Some(_) => {}
+                None => {
+                    return Err(err(
+                        "mailcow.alias_attributes: an empty attribute name".into()
+                    ))
+                }
+            }
+        }
         let sogo_address = match self.mailcow.sogo_address.as_deref() {
             None | Some("") => None,
             Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
@@ -794,6 +811,7 @@ impl RawConfig {
             full_passdb,
             sogo_address,
             sogo_sso_file,
+            alias_attributes,
             sync,
             serve,
         })

@@ -232,6 +232,70 @@ pub fn normalize_address(addr: &str) -> Result<String, Failure> {
     Ok(format!("{local}@{ascii}"))
 }
 
+/// The addresses `entry`'s `alias_attributes` name as aliases of the
+/// mailbox `own`, each once and in order, with a word on each value skipped
+/// as not an address (for a warning; values of other types are skipped
+/// silently). A value may carry a type (`SMTP:a@x`, AD's `proxyAddresses`:
+/// upper case marks the primary address, lower case the others): only type
+/// `smtp` (any case) is mail; `X500:`, `SIP:`, `x400:` and the like are not.
+/// Values are lower-cased with the domain in ASCII ([`normalize_address`]);
+/// the mailbox's own address is skipped.
+pub fn directory_aliases(
+    attributes: &[String],
+    entry: &UserEntry,
+    own: &str,
+) -> (Vec<String>, Vec<String>) {
+    let mut out: Vec<String> = Vec::new();
+    let mut invalid = Vec::new();
+    for attr in attributes {
+        for value in entry.values(attr) {
+            let v = value.trim();
+            let addr = match v.split_once(':') {
+                Some((kind, rest)) if kind.eq_ignore_ascii_case("smtp") => rest,
+                // Another type (`X500:/o=...`, `SIP:a@x`): not a mail address.
+                Some(_) => continue,
+                None => v,
+            };
+            match normalize_address(addr).ok().filter(|a| valid_address(a)) {
+                Some(a) if a == own || out.contains(&a) => {}
+                Some(a) => out.push(a),
+                None => invalid.push(format!(
+                    "{attr}: \"{}\" is not a mail address",
+                    cut_chars(v, 80)
+                )),
+            }
+        }
+    }
+    (out, invalid)
+}
+
+/// A normalised address mailcow's alias form would take (PHP's
+/// `FILTER_VALIDATE_EMAIL` in mailbox('add', 'alias'), for the usual
+/// cases): a dot-atom local part of at most 64 bytes, an ASCII domain of
+/// dotted labels of letters, digits and inner hyphens.
+pub fn valid_address(addr: &str) -> bool {
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return false;
+    };
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(atext));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
+}
+
 /// The login as a mailbox name, if it looks like an address (used to look up
 /// the mailbox before asking the directory).
 pub fn login_as_address(login: &str) -> Option<String> {
@@ -787,5 +851,59 @@ mod tests {
     fn datetime_format() {
         assert_eq!(sql_datetime(0), "1970-01-01 00:00:00");
         assert_eq!(sql_datetime(1_798_761_599), "2026-12-31 23:59:59");
+    }
+
+    #[test]
+    fn aliases_from_typed_and_plain_values() {
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert(
+            "proxyaddresses".to_owned(),
+            vec![
+                "SMTP:JDoe@Example.org".to_owned(),
+                "smtp:john.doe@example.org".to_owned(),
+                "sMtP:jd@Example.NET".to_owned(),
+                "X500:/o=Corp/ou=x/cn=jdoe".to_owned(),
+                "SIP:jdoe@example.org".to_owned(),
+                "x400:c=us;a= ;p=corp".to_owned(),
+                "smtp:not an address".to_owned(),
+            ],
+        );
+        attrs.insert(
+            "maillocaladdress".to_owned(),
+            vec![
+                "John.Doe@example.org".to_owned(),
+                "j@bücher.example".to_owned(),
+            ],
+        );
+        let entry = UserEntry {
+            dn: "cn=x".into(),
+            attrs,
+        };
+        let (aliases, invalid) = directory_aliases(
+            &["proxyaddresses".to_owned(), "maillocaladdress".to_owned()],
+            &entry,
+            "jdoe@example.org",
+        );
+        assert_eq!(
+            aliases,
+            [
+                "john.doe@example.org",
+                "jd@example.net",
+                "j@xn--bcher-kva.example"
+            ]
+        );
+        assert_eq!(invalid.len(), 1, "{invalid:?}");
+        assert!(invalid[0].contains("not an address"), "{invalid:?}");
+        assert!(valid_address("a.b+c@x-y.example"));
+        for bad in [
+            "a..b@x.org",
+            ".a@x.org",
+            "a@x",
+            "a@-x.org",
+            "a b@x.org",
+            "@x.org",
+        ] {
+            assert!(!valid_address(bad), "{bad}");
+        }
     }
 }

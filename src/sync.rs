@@ -44,6 +44,9 @@ pub struct DirUser {
     pub template: Option<String>,
     /// A retiring value (`action =` on the first matching mapping) and the value.
     pub retire: Option<(Retire, String)>,
+    /// The addresses `[mailcow] alias_attributes` name, and the values
+    /// skipped as not addresses ([`provision::directory_aliases`]).
+    pub aliases: (Vec<String>, Vec<String>),
 }
 
 /// The mailbox address of an entry as logins compute it (from
@@ -102,6 +105,12 @@ pub fn dir_user(cfg: &Config, entry: &UserEntry) -> DirUser {
         mapped_template: choice.and_then(|(t, v)| v.map(|_| t.to_owned())),
         template: choice.map(|(t, _)| t.to_owned()),
         retire: crate::auth::retiring(cfg, entry).map(|(a, v)| (a, v.to_owned())),
+        aliases: match &address {
+            Ok(a) if !cfg.alias_attributes.is_empty() => {
+                provision::directory_aliases(&cfg.alias_attributes, entry, a)
+            }
+            _ => Default::default(),
+        },
         address,
     }
 }
@@ -992,6 +1001,49 @@ fn apply_page(
     {
         apply(cfg, store, c, opts, out, counts)?;
     }
+    if !cfg.alias_attributes.is_empty() {
+        keep_aliases(store, batch, conflicts, opts, out)?;
+    }
+    Ok(())
+}
+
+/// The directory aliases of the page's users whose `ldap` mailbox exists
+/// (now: after the page's creations), each mailbox in one transaction,
+/// every change and every conflict with an alias someone else made logged
+/// to the Crontasks log (once per run: each entry is seen once).
+fn keep_aliases(
+    store: &mut Store,
+    batch: &[DirUser],
+    conflicts: &Conflicts,
+    opts: Options,
+    out: &mut CronLog,
+) -> Result<(), Failure> {
+    for u in batch {
+        let Ok(address) = &u.address else { continue };
+        if conflicts.contains_key(address) {
+            continue;
+        }
+        for why in &u.aliases.1 {
+            out.warn(&format!("{address}: alias skipped: {why}"));
+        }
+        let changes = match store.keep_directory_aliases(address, &u.aliases.0, opts.dry_run) {
+            Ok(c) => c,
+            Err(Failure::Temporary(why)) => return Err(Failure::Temporary(why)),
+            Err(f) => {
+                out.error(&format!("could not keep the aliases of {address}: {f}"));
+                continue;
+            }
+        };
+        for c in changes {
+            let text = c.describe(address);
+            match c {
+                _ if c.writes() && opts.dry_run => out.info(&format!("would: {text}")),
+                mailcow::AliasChange::Conflict { .. }
+                | mailcow::AliasChange::LimitReached { .. } => out.warn(&text),
+                _ => out.info(&text),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1171,6 +1223,7 @@ mod tests {
             mapped_template: template.map(str::to_owned),
             template: template.map(str::to_owned),
             retire: None,
+            aliases: Default::default(),
         }
     }
 

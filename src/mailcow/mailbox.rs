@@ -255,7 +255,8 @@ impl Store {
         })
     }
 
-    /// Deactivate a departed user's mailbox (and its own alias), marked as
+    /// Deactivate a departed user's mailbox (its own alias and the directory
+    /// aliases this tool made for it too), marked as
     /// done by sync — only if, in the same statement, the "missing since"
     /// mark is still there and dates from `marked_before` or earlier: a run
     /// (or a login) that found the user present in the meantime has removed
@@ -275,6 +276,7 @@ impl Store {
                 > 0;
             if hit {
                 alias::set_own_active(tx, username, false)?;
+                alias::set_ours_active(tx, username, false)?;
                 sogo::refresh(tx, &[username])?;
             }
             Ok(hit)
@@ -311,6 +313,7 @@ impl Store {
                     (username,),
                 )?;
                 alias::set_own_active(tx, username, true)?;
+                alias::set_ours_active(tx, username, true)?;
                 sogo::refresh(tx, &[username])?;
                 return Ok(Presence::Reactivated);
             }

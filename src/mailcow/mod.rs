@@ -7,7 +7,7 @@
 //! | `creation` | all a new mailbox has | [`NewMailbox`], the pure creation plan, the batch under the locked domain row |
 //! | `domain` | `domain` | [`DomainRow`], a domain's limits and room |
 //! | `template` | `templates` | [`Template`], mailcow's `attribute_hash` |
-//! | `alias` | `alias` | the mailbox's own alias |
+//! | `alias` | `alias`, `sender_acl` | the mailbox's own alias; aliases from the directory, marked as ours |
 //! | `retire` | `mailbox.active` | a retiring directory value applied and undone, with its mark |
 //! | `quota` | `quota2`, `quota2replica` | the counters of a new mailbox |
 //! | `acl` | `user_acl` | |
@@ -40,6 +40,7 @@ mod sync_lock;
 mod tags;
 mod template;
 
+pub use alias::{plan as plan_aliases, AliasChange, AliasRow, DIRECTORY_ALIAS_MARK};
 pub use app_passwd::AppPassword;
 pub use creation::{plan_creation, Created, CreationPlan, NewMailbox};
 pub use domain::{check_domain_room, mailbox_quota, DomainRow, MIB};

@@ -4,6 +4,7 @@
 mod support;
 
 mod ad;
+mod aliases;
 mod checkpassword;
 mod contrib_configs;
 mod diagnostics;

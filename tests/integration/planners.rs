@@ -47,6 +47,7 @@ fn dir_user() -> impl Strategy<Value = DirUser> {
             mapped_template: t.clone(),
             template: t,
             retire: None,
+            aliases: Default::default(),
         })
 }
 

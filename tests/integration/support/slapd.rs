@@ -221,6 +221,7 @@ impl Slapd {
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
              include /etc/ldap/schema/nis.schema\n\
+             include /etc/ldap/schema/misc.schema\n\
              pidfile {d}/slapd.pid\n\
              argsfile {d}/slapd.args\n\
              modulepath /usr/lib/ldap\n\
