@@ -305,9 +305,8 @@ fn result_failure(what: &str, r: &ldap3::LdapResult) -> String {
 /// Warm connections kept by the long-running `serve`, in two pools that never
 /// mix: service-bound connections that only search, and connections that only
 /// carry user binds (a bind replaces the connection's identity, so nothing is
-/// ever searched or read on them). Also the in-process memory of failed hosts,
-/// the optional DN cache, and how long recent wrong passwords took, which other
-/// refusals are padded to.
+/// ever searched or read on them). Also the in-process memory of failed hosts
+/// and the optional DN cache.
 pub struct LdapPool {
     idle: Mutex<Vec<Idle>>,
     binders: Mutex<Vec<Idle>>,
@@ -316,7 +315,6 @@ pub struct LdapPool {
     max_age: Duration,
     health: Mutex<HostHealth>,
     dn_cache: DnCache,
-    refusals: Mutex<RefusalTimes>,
 }
 
 struct Idle {
@@ -347,36 +345,6 @@ fn put_into(list: &Mutex<Vec<Idle>>, max: usize, host: &Host, conn: LdapConn) {
             conn,
             since: Instant::now(),
         });
-    }
-}
-
-/// How many refused binds the padding of unknown users looks back on.
-const REFUSALS_KEPT: usize = 32;
-/// A refusal's answer is never padded by more than this.
-const MAX_PAD: Duration = Duration::from_millis(500);
-
-/// How long the latest logins refused for a wrong password took, whole.
-#[derive(Default)]
-struct RefusalTimes {
-    ring: Vec<Duration>,
-    next: usize,
-}
-
-impl RefusalTimes {
-    fn record(&mut self, d: Duration) {
-        if self.ring.len() < REFUSALS_KEPT {
-            self.ring.push(d);
-        } else {
-            self.ring[self.next] = d;
-        }
-        self.next = (self.next + 1) % REFUSALS_KEPT;
-    }
-
-    /// Their median, when any was seen.
-    fn median(&self) -> Option<Duration> {
-        let mut v = self.ring.clone();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied()
     }
 }
 
@@ -450,7 +418,6 @@ impl LdapPool {
                 ttl: dn_cache,
                 map: Mutex::new(Default::default()),
             },
-            refusals: Mutex::new(RefusalTimes::default()),
         }
     }
 
@@ -465,28 +432,6 @@ impl LdapPool {
 
     fn lock_health(&self) -> std::sync::MutexGuard<'_, HostHealth> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_refusals(&self) -> std::sync::MutexGuard<'_, RefusalTimes> {
-        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A login refused for a wrong password took `took`, from request to
-    /// answer: kept for [`LdapPool::pad_refusal`].
-    pub fn note_wrong_password(&self, took: Duration) {
-        self.lock_refusals().record(took);
-    }
-
-    /// Another refusal (unknown user, a mailbox or domain that may not log
-    /// in, no mailbox and no provisioning) took `took`: how long to wait
-    /// before answering so that it takes as long as the median of the latest
-    /// wrong passwords (at most [`MAX_PAD`] and the time `left`). Its answer
-    /// time then tells no one whether the address exists or what state its
-    /// mailbox is in; a refusal that is already slower (a mailcow-SQL hash)
-    /// waits nothing.
-    pub fn pad_refusal(&self, took: Duration, left: Duration) -> Duration {
-        let typical = self.lock_refusals().median().unwrap_or_default();
-        typical.saturating_sub(took).min(MAX_PAD).min(left)
     }
 
     /// A warm service-bound connection to `host`, checked before reuse, if one is idle.
@@ -830,7 +775,7 @@ impl<'a> Directory<'a> {
     /// tells no one whether the address exists. Its result is ignored (the
     /// search's answer stands); no real account is named, so none counts a
     /// failure (Active Directory's badPwdCount stays as it is). In `serve`,
-    /// the whole answer is then padded ([`LdapPool::pad_refusal`]).
+    /// the whole answer is then padded (`serve`'s `Runtime::equal_time`).
     fn equal_time(
         &mut self,
         conn: Option<&mut LdapConn>,

@@ -55,6 +55,46 @@ pub struct Runtime {
     /// Requests that waited for a database connection, and the nanoseconds in all.
     db_waits: AtomicU64,
     db_wait_nanos: AtomicU64,
+    /// How long recent wrong passwords took, which other refusals are padded to.
+    refusals: Mutex<RefusalTimes>,
+}
+
+/// How many wrong-password logins the padding of other refusals looks back on.
+const REFUSALS_KEPT: usize = 32;
+/// A refusal's answer is never padded by more than this.
+const MAX_PAD: Duration = Duration::from_millis(500);
+
+/// How long the latest logins refused for a wrong password took, whole.
+#[derive(Default)]
+struct RefusalTimes {
+    ring: Vec<Duration>,
+    next: usize,
+}
+
+impl RefusalTimes {
+    fn record(&mut self, d: Duration) {
+        if self.ring.len() < REFUSALS_KEPT {
+            self.ring.push(d);
+        } else {
+            self.ring[self.next] = d;
+        }
+        self.next = (self.next + 1) % REFUSALS_KEPT;
+    }
+
+    /// Their median, when any was seen.
+    fn median(&self) -> Option<Duration> {
+        let mut v = self.ring.clone();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    }
+
+    /// How long a refusal that took `took` waits before its answer: up to
+    /// the median (at most [`MAX_PAD`] and the time `left`); one already
+    /// slower (a mailcow-SQL hash) waits nothing.
+    fn pad(&self, took: Duration, left: Duration) -> Duration {
+        let typical = self.median().unwrap_or_default();
+        typical.saturating_sub(took).min(MAX_PAD).min(left)
+    }
 }
 
 /// The database connections of one runtime: at most `serve.db_connections`
@@ -78,6 +118,7 @@ impl Runtime {
             db_state: Mutex::new(None),
             db_waits: AtomicU64::new(0),
             db_wait_nanos: AtomicU64::new(0),
+            refusals: Mutex::new(RefusalTimes::default()),
         }
     }
 
@@ -222,11 +263,12 @@ impl Runtime {
     /// this request's decision thread; the directory is not asked for it.
     fn equal_time(&self, result: &Result<Accepted, Failure>, started: Instant, deadline: Instant) {
         let took = started.elapsed();
+        let refusals = || self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Err(Failure::WrongPassword) => self.ldap.note_wrong_password(took),
+            Err(Failure::WrongPassword) => refusals().record(took),
             Err(Failure::UnknownUser | Failure::Ambiguous(_) | Failure::Denied(_)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let pad = self.ldap.pad_refusal(took, left);
+                let pad = refusals().pad(took, left);
                 if !pad.is_zero() {
                     std::thread::sleep(pad);
                 }
