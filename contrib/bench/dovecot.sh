@@ -26,7 +26,6 @@ ROUNDS=${N:-200}
 # Other people in the directory, so that the search has something to skip.
 FILLER_USERS=${FILLER_USERS:-1000}
 
-SERVE_PID=""
 
 # ---------------------------------------------------------------------------
 # Packages and the binary.
@@ -219,49 +218,47 @@ userdb {
   args = uid=nobody gid=nogroup home=$WORK/vmail/%d/%n
 }")
 DIRS=("$CP_DIR" "$LDAP_DIR" "$STATIC_DIR" "$FLOOR_DIR")
+# serve with the checkpassword helper's settings plus [serve] and the lines
+# $2, its config and log named after $1; its HTTP port in SERVED_PORT.
+start_serve() {
+  local name=$1 extra=$2 conf="$WORK/$1.toml"
+  SERVED_PORT=$(free_port)
+  install -m 640 -g "$DC_GID" /dev/null "$conf"
+  { cat "$CONF"; printf '\n[serve]\nhttp_listen = "127.0.0.1:%s"\n%s' "$SERVED_PORT" "$extra"; } >"$conf"
+  "$HELPER" -c "$conf" serve </dev/null >/dev/null 2>"$WORK/$name.log" &
+  local pid=$!
+  stop_at_exit "$pid" "mailcow-ldap-auth $name"
+  wait_for_port "$SERVED_PORT" "$pid" "mailcow-ldap-auth $name" "$WORK/$name.log" 30
+}
+
+# A Dovecot config named $1 whose passdb is the blocking Lua script $2, with
+# MAILCOW_LDAP_AUTH_URL set to $3 when given; prints its folder.
+lua_dovecot_conf() {
+  local name=$1 script=$2 url=${3:-} env=""
+  [ -z "$url" ] || env="import_environment = \$import_environment MAILCOW_LDAP_AUTH_URL=$url
+"
+  dovecot_conf "$name" "${env}passdb {
+  driver = lua
+  args = file=$script blocking=yes
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$WORK/vmail/%d/%n
+}"
+}
+
 LUA_DIR=""
 if [ "$LUA" = 1 ]; then
-  # serve: the same settings as the checkpassword helper, plus [serve].
-  SERVE_PORT=$(free_port)
-  SERVE_CONF="$WORK/serve.toml"
-  install -m 640 -g "$DC_GID" /dev/null "$SERVE_CONF"
-  { cat "$CONF"; printf '\n[serve]\nhttp_listen = "127.0.0.1:%s"\n' "$SERVE_PORT"; } >"$SERVE_CONF"
-  "$HELPER" -c "$SERVE_CONF" serve </dev/null >/dev/null 2>"$WORK/serve.log" &
-  SERVE_PID=$!
-  stop_at_exit "$SERVE_PID" "mailcow-ldap-auth serve"
-  wait_for_port "$SERVE_PORT" "$SERVE_PID" "mailcow-ldap-auth serve" "$WORK/serve.log" 30
   install -d -m 755 "$WORK/lua"
   install -m 644 "$LUA_SCRIPT" "$WORK/lua/mailcow-ldap-auth.lua"
-  # contrib/dovecot-lua/dovecot-2.3.conf, with this run's paths (no shared secret here).
-  LUA_DIR=$(dovecot_conf lua "import_environment = \$import_environment MAILCOW_LDAP_AUTH_URL=http://127.0.0.1:$SERVE_PORT
-passdb {
-  driver = lua
-  args = file=$WORK/lua/mailcow-ldap-auth.lua blocking=yes
-}
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=$WORK/vmail/%d/%n
-}")
-  DIRS+=("$LUA_DIR")
-  # The same with serve's DN cache on (a second serve): no search per login.
-  SERVE_CACHE_PORT=$(free_port)
-  SERVE_CACHE_CONF="$WORK/serve-cache.toml"
-  install -m 640 -g "$DC_GID" /dev/null "$SERVE_CACHE_CONF"
-  { cat "$CONF"; printf '\n[serve]\nhttp_listen = "127.0.0.1:%s"\ndn_cache_seconds = 300\n' "$SERVE_CACHE_PORT"; } >"$SERVE_CACHE_CONF"
-  "$HELPER" -c "$SERVE_CACHE_CONF" serve </dev/null >/dev/null 2>"$WORK/serve-cache.log" &
-  SERVE_CACHE_PID=$!
-  stop_at_exit "$SERVE_CACHE_PID" "mailcow-ldap-auth serve (DN cache)"
-  wait_for_port "$SERVE_CACHE_PORT" "$SERVE_CACHE_PID" "mailcow-ldap-auth serve (DN cache)" "$WORK/serve-cache.log" 30
-  LUA_CACHE_DIR=$(dovecot_conf lua-cache "import_environment = \$import_environment MAILCOW_LDAP_AUTH_URL=http://127.0.0.1:$SERVE_CACHE_PORT
-passdb {
-  driver = lua
-  args = file=$WORK/lua/mailcow-ldap-auth.lua blocking=yes
-}
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=$WORK/vmail/%d/%n
-}")
-  DIRS+=("$LUA_CACHE_DIR")
+  # contrib/dovecot-lua/dovecot-2.3.conf, with this run's paths (no shared
+  # secret here), asking a serve with the checkpassword helper's settings ...
+  start_serve serve ""
+  LUA_DIR=$(lua_dovecot_conf lua "$WORK/lua/mailcow-ldap-auth.lua" "http://127.0.0.1:$SERVED_PORT")
+  # ... and one with its DN cache on: no search per login.
+  start_serve serve-cache "dn_cache_seconds = 300
+"
+  LUA_CACHE_DIR=$(lua_dovecot_conf lua-cache "$WORK/lua/mailcow-ldap-auth.lua" "http://127.0.0.1:$SERVED_PORT")
   # The floor of Dovecot's Lua passdb: the same blocking passdb in an
   # auth-worker, a script that accepts anyone without asking anything
   # (no HTTP request, no serve).
@@ -273,15 +270,8 @@ function auth_password_verify(req, pass)
   return dovecot.auth.PASSDB_RESULT_OK, {}
 end
 LUA
-  LUA_FLOOR_DIR=$(dovecot_conf lua-floor "passdb {
-  driver = lua
-  args = file=$WORK/lua/accept-anyone.lua blocking=yes
-}
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=$WORK/vmail/%d/%n
-}")
-  DIRS+=("$LUA_FLOOR_DIR")
+  LUA_FLOOR_DIR=$(lua_dovecot_conf lua-floor "$WORK/lua/accept-anyone.lua")
+  DIRS+=("$LUA_DIR" "$LUA_CACHE_DIR" "$LUA_FLOOR_DIR")
 fi
 
 for dir in "${DIRS[@]}"; do
