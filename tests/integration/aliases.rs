@@ -55,6 +55,13 @@ fn aliases(e: &Env) -> Vec<String> {
     .collect()
 }
 
+/// The aliases SOGo's row of the mailbox lists.
+fn sogo_aliases(e: &Env) -> String {
+    e.db.value(&format!(
+        "SELECT aliases FROM _sogo_static_view WHERE c_uid = '{USER}'"
+    ))
+}
+
 fn ours(a: &str, domain: &str, active: u8) -> String {
     format!("{a}\t{USER}\t{domain}\t{active}\t1\t0\t1\t\t1\t1")
 }
@@ -100,9 +107,7 @@ fn first_login_adds_the_directory_aliases_and_later_logins_follow_them() {
     );
     // SOGo's row lists the active, visible aliases (update_sogo_static_view).
     assert_eq!(
-        e.db.value(&format!(
-            "SELECT aliases FROM _sogo_static_view WHERE c_uid = '{USER}'"
-        )),
+        sogo_aliases(&e),
         "hand@example.org jd@alias.example jd@example.org john.doe@example.org typed@example.org"
     );
 
@@ -138,9 +143,7 @@ fn first_login_adds_the_directory_aliases_and_later_logins_follow_them() {
         ]
     );
     assert_eq!(
-        e.db.value(&format!(
-            "SELECT aliases FROM _sogo_static_view WHERE c_uid = '{USER}'"
-        )),
+        sogo_aliases(&e),
         "hand@example.org jd@alias.example john.doe@example.org new@example.org typed@example.org"
     );
 
