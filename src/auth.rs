@@ -624,7 +624,14 @@ fn decide_inner(
     // directory. With the full passdb, everything mailcow checks without LDAP
     // is checked here first ([`before_bind`]).
     let mut known = None;
+    let attrs = wanted_attributes(cfg);
+    let mut dir = Directory::with_backend(&cfg.ldap, ldap, deadline);
     if let (true, Some(addr)) = (db.configured(), provision::login_as_address(&req.login)) {
+        // One-shot: the directory's TCP/TLS connection opens while the
+        // database answers; nothing is bound until the row says so.
+        if password.is_some() {
+            dir.preopen();
+        }
         let Some(store) = db.get(deadline)? else {
             return Err(Failure::UnknownUser);
         };
@@ -653,8 +660,6 @@ fn decide_inner(
 
     // No database connection is held while the directory answers; when every
     // host failed recently (an outage), it is not even kept for a quick answer.
-    let attrs = wanted_attributes(cfg);
-    let mut dir = Directory::with_backend(&cfg.ldap, ldap, deadline);
     db.release(dir.all_hosts_failed_recently());
     let found = dir.find_user(&req.login, password, &attrs, trace);
     *host = dir.answered_by.as_ref().map(|h| h.label());

@@ -499,7 +499,21 @@ pub struct Directory<'a> {
     deadline: Instant,
     /// The host that gave the last answer (success or a final refusal), for logs.
     pub answered_by: Option<Host>,
+    /// A connection [`Directory::preopen`] is opening on another thread.
+    opening: Option<Opening>,
 }
+
+/// A connection being opened on its own thread while the caller asks the
+/// database ([`Directory::preopen`]): the host, and the thread that returns
+/// the connection with the TLS settings it loaded.
+struct Opening {
+    host: Host,
+    thread: std::thread::JoinHandle<Opened>,
+}
+
+/// What the opening thread returns: the connection, and the TLS settings it
+/// loaded (kept for the next host).
+type Opened = (Result<LdapConn, Attempt>, Option<Arc<ClientConfig>>);
 
 impl<'a> Directory<'a> {
     /// Prepare a one-shot request that must finish by `deadline`. Reads the host health file.
@@ -527,7 +541,78 @@ impl<'a> Directory<'a> {
             health,
             deadline,
             answered_by: None,
+            opening: None,
         }
+    }
+
+    /// One-shot: start opening the TCP (and TLS or StartTLS) connection to
+    /// the host this request will try first, on another thread, so that it
+    /// is ready when the caller has asked the database. Nothing is sent on it
+    /// but the TLS handshake (and StartTLS) until [`Directory::find_user`]
+    /// uses it; a request decided without the directory drops it unused.
+    /// Not done when a host's retry time has come (this request may probe
+    /// it first, [`HostHealth::plan_shared`]) or every host failed recently.
+    pub fn preopen(&mut self) {
+        let Backend::OneShot(_) = self.backend else {
+            return;
+        };
+        let now_ms = unix_now_ms();
+        let retry = self.cfg.host_retry;
+        if self.opening.is_some() || !self.health.due(&self.cfg.hosts, now_ms, retry).is_empty() {
+            return;
+        }
+        let Some(host) = self
+            .health
+            .order(&self.cfg.hosts, now_ms, retry)
+            .into_iter()
+            .next()
+            .filter(|h| self.health.is_marked(h, unix_now(), retry).is_none())
+        else {
+            return;
+        };
+        let Ok(left) = self.remaining() else {
+            return;
+        };
+        let timeout = left.min(self.cfg.connect_timeout);
+        let mode = self.cfg.tls;
+        let tls = self.tls.clone();
+        let (ca_files, ca_only, verify) = (
+            self.cfg.ca_files.clone(),
+            self.cfg.ca_only,
+            !self.cfg.ignore_ssl_errors,
+        );
+        let url = host.url(mode);
+        let spawned = std::thread::Builder::new()
+            .name("ldap-preopen".into())
+            .spawn(move || {
+                let tls = match (mode, tls) {
+                    (TlsMode::Plain, _) => None,
+                    (_, Some(c)) => Some(c),
+                    (_, None) => match tls::client_config(&ca_files, ca_only, verify) {
+                        Ok((c, _)) => Some(c),
+                        Err(e) => return (Err(Attempt::Final(Failure::Temporary(e))), None),
+                    },
+                };
+                (open(mode, tls.clone(), timeout, &url), tls)
+            });
+        if let Ok(thread) = spawned {
+            self.opening = Some(Opening { host, thread });
+        }
+    }
+
+    /// The connection [`Directory::preopen`] opened to `host`, if it opened
+    /// one to that host (another host's is dropped unused).
+    fn take_opened(&mut self, host: &Host) -> Option<Result<LdapConn, Attempt>> {
+        let opening = self.opening.take()?;
+        if &opening.host != host {
+            return None;
+        }
+        // A thread that panicked: open the connection here instead.
+        let (conn, tls) = opening.thread.join().ok()?;
+        if self.tls.is_none() {
+            self.tls = tls;
+        }
+        Some(conn)
     }
 
     /// Whether every configured host failed within its retry window (an
@@ -590,15 +675,11 @@ impl<'a> Directory<'a> {
             .remaining()
             .map_err(Attempt::Final)?
             .min(self.cfg.connect_timeout);
-        let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
-        if self.cfg.tls != TlsMode::Plain {
-            settings = settings.set_config(self.tls_config().map_err(Attempt::Final)?);
-        }
-        if self.cfg.tls == TlsMode::StartTls {
-            settings = settings.set_starttls(true);
-        }
-        LdapConn::with_settings(settings, &host.url(self.cfg.tls))
-            .map_err(|e| Attempt::NextHost(explain(&e)))
+        let tls = match self.cfg.tls {
+            TlsMode::Plain => None,
+            _ => Some(self.tls_config().map_err(Attempt::Final)?),
+        };
+        open(self.cfg.tls, tls, timeout, &host.url(self.cfg.tls))
     }
 
     /// Bind with the service account (or stay anonymous when none is set).
@@ -931,8 +1012,21 @@ impl<'a> Directory<'a> {
         if let Backend::Pooled(pool) = self.backend {
             return self.try_host_pooled(pool, host, login, password, attrs, trace);
         }
-        let mut conn = self.connect(host)?;
-        trace.step(&format!("host {}: connected", host.label()));
+        let mut conn = match self.take_opened(host) {
+            Some(opened) => {
+                let conn = opened?;
+                trace.step(&format!(
+                    "host {}: connected (opened while the database was asked)",
+                    host.label()
+                ));
+                conn
+            }
+            None => {
+                let conn = self.connect(host)?;
+                trace.step(&format!("host {}: connected", host.label()));
+                conn
+            }
+        };
         self.service_bind(&mut conn)?;
         trace.step(&match &self.cfg.bind_dn {
             Some(dn) => format!("service bind as {dn}: ok"),
@@ -1065,6 +1159,24 @@ impl<'a> Directory<'a> {
 }
 
 /// Refuse to bind with what proves nothing.
+/// Open a connection to `url` in TLS mode `mode` (`tls`: the TLS settings,
+/// unless plain), within `timeout`.
+fn open(
+    mode: TlsMode,
+    tls: Option<Arc<ClientConfig>>,
+    timeout: Duration,
+    url: &str,
+) -> Result<LdapConn, Attempt> {
+    let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
+    if let Some(c) = tls {
+        settings = settings.set_config(c);
+    }
+    if mode == TlsMode::StartTls {
+        settings = settings.set_starttls(true);
+    }
+    LdapConn::with_settings(settings, url).map_err(|e| Attempt::NextHost(explain(&e)))
+}
+
 fn check_bind(dn: &str, password: &Secret) -> Result<(), Attempt> {
     if password.is_empty() {
         // An empty password makes an "unauthenticated" bind that many servers accept.

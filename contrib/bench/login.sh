@@ -84,7 +84,7 @@ EOF
 
 main() {
   check_positive "N=$ROUNDS"
-  install_packages slapd ldap-utils openssl time
+  install_packages slapd ldap-utils openssl time dovecot-core
   build_binary
   make_work mailcow-ldap-bench
 

@@ -5,7 +5,9 @@ writes the configs into --work and runs this; see README.md.
 Every run is one process, timed wall-clock from spawn to exit with
 time.perf_counter_ns around subprocess.run. The checkpassword helper gets
 the credentials on fd 3 (a pipe holding "user\\0password\\0\\0") and /dev/null
-on fd 0, as Dovecot gives them; /bin/true stands in for checkpassword-reply.
+on fd 0, as Dovecot gives them, and execs Dovecot's own checkpassword-reply
+(BENCH_REPLY overrides it), with fd 4 (where it writes the reply: /dev/null
+here) and ORIG_UID set as Dovecot sets them.
 The variants are interleaved (one run of each per round, the order rotated
 every round) so that machine noise hits all of them alike.
 
@@ -30,7 +32,8 @@ SIZE_TARGET_BYTES = 8 * MIB
 RISE_TARGET_MS = 1.0
 WARMUP_RUNS = 5
 RSS_RUNS = 5
-REPLY = "/bin/true"
+# The reply program Dovecot execs after a successful check (dovecot-core).
+REPLY = os.environ.get("BENCH_REPLY", "/usr/lib/dovecot/checkpassword-reply")
 
 
 class Broken(Exception):
@@ -53,12 +56,21 @@ def parse_args():
 
 
 def reserve_fd3():
-    """Park /dev/null on fd 3 so that no file this script opens gets number 3:
-    fd 3 is where each checkpassword run finds its credentials pipe."""
+    """Park /dev/null on fd 3 and fd 4 so that no file this script opens gets
+    those numbers: fd 3 is where each checkpassword run finds its credentials
+    pipe, fd 4 where checkpassword-reply writes its answer (Dovecot reads a
+    pipe there; the benchmark discards it)."""
     nul = os.open(os.devnull, os.O_RDONLY)
     if nul != 3:
         os.dup2(nul, 3, inheritable=False)
         os.close(nul)
+    out = os.open(os.devnull, os.O_WRONLY)
+    if out != 4:
+        os.dup2(out, 4, inheritable=False)
+        os.close(out)
+    if not os.access(REPLY, os.X_OK):
+        raise SystemExit(f"measure.py: the reply program {REPLY} is missing: "
+                         "apt-get install dovecot-core, or set BENCH_REPLY")
 
 
 class Runner:
@@ -74,6 +86,8 @@ class Runner:
         }
         # What Dovecot sets for an IMAP login (the password never goes in the environment).
         self.env.update({"SERVICE": "imap", "TCPREMOTEIP": "127.0.0.1", "PROTO": "TCP"})
+        # checkpassword-reply refuses to run (111) without the uid Dovecot ran as.
+        self.env["ORIG_UID"] = str(os.getuid())
         self.stderr = tempfile.TemporaryFile()
         # Absolute paths for both programs, so neither pays a PATH search.
         self.ldapwhoami_path = shutil.which("ldapwhoami") or "/usr/bin/ldapwhoami"
@@ -105,7 +119,7 @@ class Runner:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self.stderr,
-            pass_fds=(3,) if fd3 else (),
+            pass_fds=(3, 4) if fd3 else (),
             env=self.env,
         ).returncode
         elapsed = (time.perf_counter_ns() - t0) / 1e6

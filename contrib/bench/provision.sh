@@ -128,7 +128,7 @@ EOF
 main() {
   check_positive "N=$ROUNDS"
   [[ "$PREFILL" =~ ^[0-9]+$ ]] || die "PREFILL=$PREFILL is not a number"
-  install_packages slapd ldap-utils mariadb-server mariadb-client time
+  install_packages slapd ldap-utils mariadb-server mariadb-client time dovecot-core
   build_binary
   make_work mailcow-ldap-bench-provision
   copy_binary

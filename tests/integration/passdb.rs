@@ -9,7 +9,7 @@
 //! mailcow's `verify_hash()` reads.
 
 use crate::support::mariadb::Db;
-use crate::support::slapd::Ops;
+use crate::support::slapd::{Ops, BASE, READER_DN, READER_PW};
 use crate::support::{checkpassword, creds, require, run_ok, write_config, Run, Slapd, StubReply};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,13 +106,17 @@ impl Env {
     }
 
     fn config(&self, extra: &str) -> PathBuf {
+        self.config_with("config.toml", &self.slapd.ldap_section(), extra)
+    }
+
+    /// [`Env::config`] with another `[ldap]` section, in file `name`.
+    fn config_with(&self, name: &str, ldap: &str, extra: &str) -> PathBuf {
         let text = format!(
-            "state_dir = \"{}\"\n{}\n{}\n[provisioning]\nlogin_provisioning = false\n\n{extra}\n",
+            "state_dir = \"{}\"\n{ldap}\n{}\n[provisioning]\nlogin_provisioning = false\n\n{extra}\n",
             self.dir.path().display(),
-            self.slapd.ldap_section(),
             self.db.section(),
         );
-        write_config(self.dir.path(), "config.toml", &text)
+        write_config(self.dir.path(), name, &text)
     }
 
     /// serve with this slapd and database, mailcow's userdb fields, the
@@ -898,4 +902,145 @@ fn refusals_before_any_bind_take_as_long_as_a_wrong_password_in_serve() {
     // Only the wrong passwords reached the directory: 200 failed binds.
     let ops = e.ops_since(&before);
     assert_eq!((ops.user, ops.user_failed), (200, 200), "{ops:?}");
+}
+
+/// A session of its own holding `LOCK TABLES mailbox WRITE` on `db`, so that
+/// every other session's read of `mailbox` waits until it is dropped.
+struct MailboxLock {
+    child: std::process::Child,
+}
+
+impl MailboxLock {
+    fn hold(db: &Db) -> MailboxLock {
+        use std::io::{BufRead, Write};
+        use std::process::Stdio;
+        let mut child = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", db.server.socket.display()))
+            .args(["-uroot", "--batch", "--skip-column-names", "--unbuffered"])
+            .arg(&db.name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"LOCK TABLES mailbox WRITE; SELECT 'locked';\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        // Held once the session has answered the statement after the lock.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        MailboxLock { child }
+    }
+}
+
+impl Drop for MailboxLock {
+    fn drop(&mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"UNLOCK TABLES;\n");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// slapd's accepted connections so far (its stats log).
+fn accepts(slapd: &Slapd) -> usize {
+    std::fs::read_to_string(slapd.dir.join("slapd.log"))
+        .unwrap_or_default()
+        .matches(" ACCEPT from ")
+        .count()
+}
+
+/// A one-shot login (checkpassword) opens the directory's connection while
+/// the database answers, and binds only once the mailbox row says so
+/// (issue 15). The mailbox table is locked, so the database query waits for
+/// as long as the test likes: meanwhile slapd must have accepted the login's
+/// connection and seen no operation on it. Old code asked the directory only
+/// after the database: no connection until the lock went (the wait below
+/// failed after 10 s).
+#[test]
+fn the_directory_connection_overlaps_the_database_query_and_binds_wait_for_the_row() {
+    let e = Env::new();
+    e.mailbox("jdoe@example.org", "ldap", 1, "", "{}");
+    e.mailbox("nomail@example.org", "ldap", 2, "", "{}");
+    let plain = e.config("");
+    let ldaps = |name: &str, ca: &Path| {
+        let section = format!(
+            "[ldap]\nhosts = \"localhost:{}\"\nuse_ssl = true\nca_file = \"{}\"\nbase_dn = \"{BASE}\"\n\
+             bind_dn = \"{READER_DN}\"\nbind_password = \"{READER_PW}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 2000\n",
+            e.slapd.ldaps_port,
+            ca.display()
+        );
+        e.config_with(name, &section, "")
+    };
+    let tls = ldaps("ldaps.toml", &e.slapd.pki.ca);
+    // The TLS handshake on the opening thread fails: still 111, no bind.
+    let wrong_ca = ldaps("wrong-ca.toml", &e.slapd.pki.other_ca);
+    for (cfg, user, pw, code, binds) in [
+        (&plain, "jdoe@example.org", "secret1", 0, 1),
+        // active = 2: refused from the row, the opened connection unused.
+        (&plain, "nomail@example.org", "nomailpw", 1, 0),
+        (&tls, "jdoe@example.org", "secret1", 0, 1),
+        (&wrong_ca, "jdoe@example.org", "secret1", 111, 0),
+    ] {
+        let accepted = accepts(&e.slapd);
+        let ops = e.slapd.binds();
+        let lock = MailboxLock::hold(&e.db);
+        std::thread::scope(|s| {
+            let login = s.spawn(|| e.login(cfg, user, pw, "imap"));
+            let until = Instant::now() + std::time::Duration::from_secs(10);
+            while accepts(&e.slapd) == accepted {
+                assert!(
+                    Instant::now() < until && !login.is_finished(),
+                    "{user}: no directory connection while the database query waits"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(
+                e.ops_since(&ops).total(),
+                0,
+                "{user}: the directory was used before the mailbox row was read"
+            );
+            assert!(
+                !login.is_finished(),
+                "{user}: decided without its mailbox row"
+            );
+            drop(lock);
+            let (r, d) = login.join().unwrap();
+            assert_eq!(
+                (r.code, d.user, d.user_failed),
+                (code, binds, 0),
+                "{user}: {r:?} {d:?}"
+            );
+        });
+        assert_eq!(
+            accepts(&e.slapd),
+            accepted + 1,
+            "{user}: one connection per login"
+        );
+    }
+}
+
+/// With the directory's connection opened first, a database that cannot be
+/// reached is still a temporary failure (111) and nothing is bound.
+#[test]
+fn a_dead_database_is_111_and_no_bind_although_the_directory_was_opened() {
+    let e = Env::new();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let text = format!(
+        "state_dir = \"{}\"\n{}\n[database]\nhost = \"127.0.0.1\"\nport = {port}\nname = \"x\"\nuser = \"x\"\npassword = \"x\"\nconnect_timeout_ms = 2000\n\
+         [provisioning]\nlogin_provisioning = false\n",
+        e.dir.path().display(),
+        e.slapd.ldap_section(),
+    );
+    let cfg = write_config(e.dir.path(), "dead-db.toml", &text);
+    let (r, ops) = e.login(&cfg, "jdoe@example.org", "secret1", "imap");
+    assert_eq!((r.code, ops.total()), (111, 0), "{r:?} {ops:?}");
 }
