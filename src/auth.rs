@@ -9,8 +9,8 @@ use crate::directory::{Backend, Directory, Found, Trace, UserEntry};
 use crate::health::unix_now;
 use crate::log;
 use crate::mailcow::{
-    Created, MailboxRow, Presence, Store, Template, DEACTIVATED_BY_SYNC, MISSING_SINCE,
-    RETIRED_BY_VALUE,
+    Created, LoginMailbox, MailboxRow, Presence, Store, Template, DEACTIVATED_BY_SYNC,
+    MISSING_SINCE, RETIRED_BY_VALUE,
 };
 use crate::outcome::{Failure, RequestKind, Verdict};
 use crate::passhash;
@@ -459,13 +459,18 @@ enum Early {
 /// login), without it the user is unknown.
 fn before_bind(
     cfg: &Config,
-    store: &mut Store,
-    row: Option<MailboxRow>,
+    login: Option<LoginMailbox>,
     password: &Secret,
     req: &Request,
     trace: &mut dyn Trace,
 ) -> Result<Early, Failure> {
-    let Some(row) = row else {
+    let Some(LoginMailbox {
+        row,
+        hash,
+        kind,
+        app_passwords,
+    }) = login
+    else {
         if cfg.provisioning.login_provisioning {
             return Ok(Early::Bind(None));
         }
@@ -475,7 +480,6 @@ fn before_bind(
         return Err(Failure::UnknownUser);
     };
     let pw = password.expose().as_bytes();
-    let (hash, kind) = store.mailbox_secret(&row.username)?.unwrap_or_default();
     // mailcow's login queries skip resources: `kind NOT REGEXP 'location|thing|group'`.
     if ["location", "thing", "group"]
         .iter()
@@ -491,7 +495,7 @@ fn before_bind(
     }
     let flag = req.service.as_deref().and_then(provision::access_flag);
     let usable = row.may_log_in() && row.domain_active == Some(true);
-    for app in store.app_passwords(&row.username)? {
+    for app in app_passwords {
         if !passhash::verify(&app.hash, pw) {
             continue;
         }
@@ -635,26 +639,27 @@ fn decide_inner(
         let Some(store) = db.get(deadline)? else {
             return Err(Failure::UnknownUser);
         };
-        let row = store.mailbox(&addr)?;
-        if cfg.full_passdb {
-            if let Some(p) = password {
-                match before_bind(cfg, store, row, p, req, trace)? {
-                    Early::Accepted(acc, id) => {
-                        *app_pw = id;
-                        return Ok(acc);
-                    }
-                    Early::Bind(row) => known = row,
+        if let (true, Some(p)) = (cfg.full_passdb, password) {
+            // Mailbox, domain, SQL password and app passwords in one statement.
+            let login = store.login_mailbox(&addr)?;
+            match before_bind(cfg, login, p, req, trace)? {
+                Early::Accepted(acc, id) => {
+                    *app_pw = id;
+                    return Ok(acc);
                 }
+                Early::Bind(row) => known = row,
             }
-        } else if let Some(row) = row {
-            if !row.is_ldap() {
-                trace.step(&format!(
-                    "mailbox {addr} has authsource {}: not an LDAP mailbox",
-                    row.authsource
-                ));
-                return Err(Failure::Denied("not an LDAP mailbox".into()));
+        } else if !cfg.full_passdb {
+            if let Some(row) = store.mailbox(&addr)? {
+                if !row.is_ldap() {
+                    trace.step(&format!(
+                        "mailbox {addr} has authsource {}: not an LDAP mailbox",
+                        row.authsource
+                    ));
+                    return Err(Failure::Denied("not an LDAP mailbox".into()));
+                }
+                known = Some(row);
             }
-            known = Some(row);
         }
     }
 

@@ -2,6 +2,7 @@
 //! (`[mailcow] passdb = "full"`) checks besides the directory.
 
 use super::error::StoreError;
+use super::mailbox::{mailbox_columns, MailboxRow};
 use super::{row, Store};
 use crate::outcome::Failure;
 
@@ -38,35 +39,59 @@ impl AppPassword {
     }
 }
 
-impl Store {
-    /// Every app password of a mailbox, active or not (mailcow's `app_passwd`).
-    pub fn app_passwords(&mut self, mailbox: &str) -> Result<Vec<AppPassword>, Failure> {
-        self.on_conn("reading the app passwords", |c| {
-            let rows = row::all(
-                c,
-                "app_passwd",
-                "SELECT id, password, active, imap_access, pop3_access, smtp_access, sieve_access, dav_access, eas_access \
-                 FROM app_passwd WHERE mailbox = ? ORDER BY id",
-                (mailbox,),
-            )?;
-            rows.into_iter().map(read_app_password).collect()
-        })
-    }
+/// What a whole-passdb login reads before any bind ([`Store::login_mailbox`]).
+pub struct LoginMailbox {
+    pub row: MailboxRow,
+    /// `mailbox.password`: the SQL password hash.
+    pub hash: String,
+    /// `mailbox.kind` (resources do not log in).
+    pub kind: String,
+    /// Every app password of the mailbox, active or not, by id.
+    pub app_passwords: Vec<AppPassword>,
+}
 
-    /// The SQL password hash (`mailbox.password`) and `kind` of a mailbox.
-    pub fn mailbox_secret(&mut self, username: &str) -> Result<Option<(String, String)>, Failure> {
-        self.on_conn("reading the mailbox password", |c| {
-            let sql = "SELECT password, kind FROM mailbox WHERE username = ?";
-            let Some(mut r) = row::first(c, "mailbox", sql, (username,))? else {
-                return Ok(None);
-            };
-            Ok(Some((r.next("password")?, r.next("kind")?)))
+/// The mailbox with its domain's state, its SQL password and kind, and its
+/// app passwords: one statement (one row per app password, or one without).
+const SELECT_LOGIN_MAILBOX: &str = concat!(
+    "SELECT ",
+    mailbox_columns!(),
+    ", m.password, m.kind, a.id, a.password, a.active, a.imap_access, a.pop3_access, a.smtp_access, \
+     a.sieve_access, a.dav_access, a.eas_access \
+     FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain \
+     LEFT JOIN app_passwd a ON a.mailbox = m.username WHERE m.username = ? ORDER BY a.id"
+);
+
+impl Store {
+    /// Everything mailcow's passdb checks before the password, for the
+    /// mailbox `username`, in one statement: the fewest round trips for a
+    /// one-shot login, which pays each on a fresh connection.
+    pub fn login_mailbox(&mut self, username: &str) -> Result<Option<LoginMailbox>, Failure> {
+        self.on_conn("reading the mailbox", |c| {
+            let mut found: Option<LoginMailbox> = None;
+            for mut r in row::all(c, "mailbox", SELECT_LOGIN_MAILBOX, (username,))? {
+                let row = MailboxRow::read_from(&mut r)?;
+                let hash: Option<String> = r.next("password")?;
+                let kind: Option<String> = r.next("kind")?;
+                let login = found.get_or_insert_with(|| LoginMailbox {
+                    row,
+                    hash: hash.unwrap_or_default(),
+                    kind: kind.unwrap_or_default(),
+                    app_passwords: Vec::new(),
+                });
+                let mut r = r.with_table("app_passwd");
+                if let Some(id) = r.next::<Option<i64>>("id")? {
+                    login
+                        .app_passwords
+                        .push(read_app_password_after_id(id, &mut r)?);
+                }
+            }
+            Ok(found)
         })
     }
 }
 
-fn read_app_password(mut r: row::Columns) -> Result<AppPassword, StoreError> {
-    let id = r.next("id")?;
+/// The columns of an app password after its `id`.
+fn read_app_password_after_id(id: i64, r: &mut row::Columns) -> Result<AppPassword, StoreError> {
     let hash = r.next("password")?;
     let active = r.next::<i64>("active")? == 1;
     let mut flags = FLAGS.map(|f| (f, false));

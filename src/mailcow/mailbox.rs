@@ -55,6 +55,11 @@ impl MailboxRow {
 
     /// The row as [`SELECT_MAILBOX`] reads it.
     fn read(mut r: row::Columns) -> Result<MailboxRow, StoreError> {
+        Self::read_from(&mut r)
+    }
+
+    /// [`MailboxRow::read`] from the row's next columns, leaving the rest.
+    pub(super) fn read_from(r: &mut row::Columns) -> Result<MailboxRow, StoreError> {
         let username = r.next("username")?;
         let name: Option<String> = r.next("name")?;
         let domain = r.next("domain")?;
@@ -78,10 +83,22 @@ impl MailboxRow {
     }
 }
 
+/// The columns [`MailboxRow::read`] reads, in its order, from `mailbox m`
+/// joined with `domain d` (a macro, so that other statements can be built
+/// around them with `concat!`).
+macro_rules! mailbox_columns {
+    () => {
+        "m.username, m.name, m.domain, m.active, m.authsource, m.quota, m.attributes, d.active"
+    };
+}
+pub(super) use mailbox_columns;
+
 /// The columns of a [`MailboxRow`]; a WHERE clause follows.
-const SELECT_MAILBOX: &str =
-    "SELECT m.username, m.name, m.domain, m.active, m.authsource, m.quota, m.attributes, d.active \
-     FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain";
+const SELECT_MAILBOX: &str = concat!(
+    "SELECT ",
+    mailbox_columns!(),
+    " FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain"
+);
 
 /// The mailbox `username`, inside a transaction or not.
 pub(super) fn read<Q: Queryable>(

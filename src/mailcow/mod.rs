@@ -41,7 +41,7 @@ mod tags;
 mod template;
 
 pub use alias::{plan as plan_aliases, AliasChange, AliasRow, DIRECTORY_ALIAS_MARK};
-pub use app_passwd::AppPassword;
+pub use app_passwd::{AppPassword, LoginMailbox};
 pub use creation::{plan_creation, Created, CreationPlan, NewMailbox};
 pub use domain::{check_domain_room, mailbox_quota, DomainRow, MIB};
 pub use error::describe;

@@ -24,6 +24,11 @@ impl Columns {
         }
     }
 
+    /// The same row, its further columns named as columns of `table` in errors.
+    pub(super) fn with_table(self, table: &'static str) -> Columns {
+        Columns { table, ..self }
+    }
+
     /// The next column as `T` (an `Option` for a column that may be NULL).
     pub(super) fn next<T: FromValue>(&mut self, column: &'static str) -> Result<T, StoreError> {
         let i = self.next;
