@@ -147,6 +147,9 @@ pub fn load_config(
     deadline: Instant,
 ) -> Result<(Config, Option<Store>), Failure> {
     let raw = config::load_raw(path).map_err(|e| Failure::Temporary(e.to_string()))?;
+    if raw.database.is_some() {
+        super::warm_up_handshake();
+    }
     if !raw.settings_from_database() {
         let cfg = raw
             .validate(path, UiSettings::default())
