@@ -104,7 +104,13 @@ class Runner:
             os.dup2(r, 3)  # replaces the previous run's pipe, or the /dev/null placeholder
             os.close(r)
 
-    def run(self, what, argv, fd3):
+    def reply_floor(self):
+        """Dovecot's checkpassword-reply alone, spawned as our helper execs it
+        (USER, HOME, fd 4): the part of every login that is not ours."""
+        env = dict(self.env, USER=self.args.login, HOME="/nonexistent", EXTRA="")
+        return self.run("checkpassword-reply", [REPLY], fd3=False, fd4=True, env=env)
+
+    def run(self, what, argv, fd3, fd4=False, env=None):
         """Run argv to its end; return the wall time in ms. Raise Broken if it fails.
         The CPU time (user + system) of the process goes to self.last_cpu_ms."""
         if fd3:
@@ -119,8 +125,8 @@ class Runner:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self.stderr,
-            pass_fds=(3, 4) if fd3 else (),
-            env=self.env,
+            pass_fds=(3, 4) if fd3 else ((4,) if fd4 else ()),
+            env=env or self.env,
         ).returncode
         elapsed = (time.perf_counter_ns() - t0) / 1e6
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -187,6 +193,7 @@ SERIES = [
     ("refused-nomem", "refused, no state_dir"),
     ("silent", "silent 1st host (rest)"),
     ("true", "floor: /bin/true"),
+    ("reply", "floor: checkpassword-reply"),
     ("version", "floor: helper --version"),
 ]
 
@@ -201,6 +208,7 @@ def interleaved(r, rounds):
         "refused-nomem": lambda: r.checkpassword("refused-nomem"),
         "silent": lambda: r.checkpassword("silent"),
         "true": lambda: r.run("/bin/true", ["/bin/true"], fd3=False),
+        "reply": r.reply_floor,
         "version": lambda: r.run("--version", [r.args.bin, "--version"], fd3=False),
     }
     keys = [k for k, _ in SERIES]

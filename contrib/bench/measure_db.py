@@ -94,6 +94,7 @@ LOGIN_SERIES = [
     ("ldapwhoami", "ldapwhoami bind"),
     ("socket", "login, existing, DB socket"),
     ("authonly", "login, no [database]"),
+    ("reply", "floor: checkpassword-reply"),
 ]
 
 
@@ -154,6 +155,7 @@ def measure_login(a):
         "ldapwhoami": r.ldapwhoami,
         "socket": lambda: login("dbsock", existing_creds),
         "authonly": lambda: login("nodb", existing_creds),
+        "reply": r.reply_floor,
     }
 
     # The existing user's mailbox: provisioned once, by its own first login.
