@@ -523,10 +523,11 @@ fn before_bind(
                 "app password {} matches, {f} is off for it",
                 app.id
             ));
-            return Err(Failure::Denied(format!(
-                "the password is app password {}, which has {f} off",
-                app.id
-            )));
+            // The app password matched: the user may be told.
+            return Err(Failure::NoLogin(
+                Reason::ServiceNotAllowed,
+                format!("the password is app password {}, which has {f} off", app.id),
+            ));
         }
         // mailcow's `apppass_login()` asks for mailbox and domain active 1,
         // and not the mailbox's own `<service>_access`.
@@ -1095,6 +1096,11 @@ mod tests {
             (Failure::WrongPassword, false, true),
             (Failure::UnknownUser, false, true),
             (Failure::Denied("inactive".into()), false, true),
+            (
+                Failure::NoLogin(Reason::PasswordExpired, "expired".into()),
+                false,
+                false,
+            ),
             (Failure::Ambiguous(2), false, true),
             (Failure::BadRequest("empty password".into()), false, true),
             (Failure::Temporary("ldap down".into()), false, false),
@@ -1104,6 +1110,21 @@ mod tests {
             assert_eq!(passed_on(&full, &f), in_full, "full: {f:?}");
             assert_eq!(passed_on(&ldap_only, &f), in_ldap_only, "ldap-only: {f:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_message_is_the_plain_refusal() {
+        let cfg = config("[messages]\nlogin_disabled = \"\"\n");
+        assert_eq!(
+            told(
+                &cfg,
+                Failure::NoLogin(Reason::LoginDisabled, "active 2".into())
+            ),
+            Failure::Denied("active 2".into())
+        );
+        let f = Failure::NoLogin(Reason::MustChangePassword, "773".into());
+        assert_eq!(told(&cfg, f.clone()), f);
+        assert_eq!(told(&cfg, Failure::WrongPassword), Failure::WrongPassword);
     }
 
     #[test]

@@ -285,10 +285,7 @@ fn check_message(t: &str) -> Result<(), String> {
         return Err("starts or ends with a space".into());
     }
     if t.len() > MAX_MESSAGE_LEN {
-        return Err(format!(
-            "{} bytes long: at most {MAX_MESSAGE_LEN}",
-            t.len()
-        ));
+        return Err(format!("{} bytes long: at most {MAX_MESSAGE_LEN}", t.len()));
     }
     Ok(())
 }
@@ -1514,6 +1511,55 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("both"), "{e}");
+    }
+
+    #[test]
+    fn messages_have_defaults_and_must_be_one_safe_line() {
+        let c = validate(MIN).unwrap();
+        for r in Reason::ALL {
+            assert_eq!(c.messages.text(r), r.default_text(), "{r:?}");
+            check_message(r.default_text()).unwrap();
+        }
+        let c = validate(&format!(
+            "{MIN}[messages]\npassword_expired = \"Change it at https://id.example.org/\"\nlogin_disabled = \"\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.messages.text(Reason::PasswordExpired),
+            "Change it at https://id.example.org/"
+        );
+        assert_eq!(c.messages.text(Reason::LoginDisabled), "");
+        assert_eq!(
+            c.messages.text(Reason::MustChangePassword),
+            Reason::MustChangePassword.default_text()
+        );
+        // Non-ASCII text is one line too.
+        assert!(validate(&format!(
+            "{MIN}[messages]\nworkstation = \"Nicht von hier aus möglich.\"\n"
+        ))
+        .is_ok());
+        for (bad, why) in [
+            ("a\\r\\nb", "U+000D"),
+            ("a\\nb", "U+000A"),
+            ("a\\tb", "U+0009"),
+            ("a\\u0000b", "U+0000"),
+            ("a\\u007fb", "U+007F"),
+            ("[ALERT] x", "starts with '['"),
+            (" x", "space"),
+        ] {
+            let e =
+                validate(&format!("{MIN}[messages]\naccount_expired = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                e.contains("messages.account_expired") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+        let long = "x".repeat(MAX_MESSAGE_LEN + 1);
+        let e = validate(&format!("{MIN}[messages]\nlogon_hours = \"{long}\"\n")).unwrap_err();
+        assert!(e.contains("at most 300"), "{e}");
+        // Unknown keys are refused, as everywhere.
+        let e = validate(&format!("{MIN}[messages]\nlocked_out = \"x\"\n")).unwrap_err();
+        assert!(e.contains("locked_out"), "{e}");
     }
 
     #[test]

@@ -1232,7 +1232,10 @@ mod tests {
             ("773", Reason::MustChangePassword),
         ] {
             let f = refusal(&format!("AcceptSecurityContext error, data {code}, v1"));
-            assert!(matches!(f, Failure::NoLogin(r, _) if r == reason), "{code}: {f:?}");
+            assert!(
+                matches!(f, Failure::NoLogin(r, _) if r == reason),
+                "{code}: {f:?}"
+            );
         }
         // No such user: a plain refusal.
         assert!(matches!(

@@ -120,11 +120,13 @@ impl Reason {
             Reason::PasswordExpired => {
                 "Your password has expired. Please change it, then log in again."
             }
-            Reason::MustChangePassword => {
-                "You must change your password before you can log in."
+            Reason::MustChangePassword => "You must change your password before you can log in.",
+            Reason::AccountDisabled => {
+                "Your account is disabled. Please contact your administrator."
             }
-            Reason::AccountDisabled => "Your account is disabled. Please contact your administrator.",
-            Reason::AccountExpired => "Your account has expired. Please contact your administrator.",
+            Reason::AccountExpired => {
+                "Your account has expired. Please contact your administrator."
+            }
             Reason::LogonHours => "You may not log in at this time.",
             Reason::Workstation => "You may not log in from here.",
             Reason::LoginDisabled => {
