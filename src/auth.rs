@@ -523,11 +523,10 @@ fn before_bind(
                 "app password {} matches, {f} is off for it",
                 app.id
             ));
-            // The app password matched: the user may be told.
-            return Err(Failure::NoLogin(
-                Reason::ServiceNotAllowed,
-                format!("the password is app password {}, which has {f} off", app.id),
-            ));
+            return Err(Failure::Denied(format!(
+                "the password is app password {}, which has {f} off",
+                app.id
+            )));
         }
         // mailcow's `apppass_login()` asks for mailbox and domain active 1,
         // and not the mailbox's own `<service>_access`.
