@@ -290,9 +290,9 @@ pub fn reply_env(acc: &Accepted, kind: RequestKind) -> Vec<(String, String)> {
 /// Dovecot's passdb fields `nologin` and `reason` (checkpassword-reply
 /// passes on the variables EXTRA names, lower-cased). The passdb then
 /// succeeds with `nologin`, and Dovecot refuses the login with the reason as
-/// its text (2.3 `auth-request-handler.c`, `login-common/client-common-auth.c`:
-/// IMAP `NO [ALERT] text`). `HOME` and `USER` are dropped, so no userdb
-/// field and no renamed login go back with it.
+/// its text (2.3 `auth-request-handler.c`, `login-common/client-common-auth.c`;
+/// Debian 12's 2.3.19 answers IMAP `NO [CONTACTADMIN] text`). `HOME` and
+/// `USER` are dropped, so no userdb field and no renamed login go back with it.
 pub fn nologin_env(text: &str) -> Vec<(String, String)> {
     vec![
         ("nologin".to_owned(), "Y".to_owned()),

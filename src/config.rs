@@ -266,8 +266,8 @@ impl Messages {
     }
 }
 
-/// A text Dovecot hands to the client as it is (IMAP `NO [ALERT] text`,
-/// POP3 `-ERR text`, ManageSieve `NO "text"`): one line, no control
+/// A text Dovecot hands to the client as it is (IMAP `NO [CONTACTADMIN]
+/// text`, and the like in POP3 and ManageSieve): one line, no control
 /// characters (Dovecot's passdb fields are TAB-separated, protocol lines
 /// end at CR LF), not starting with `[` (IMAP would read it as a response
 /// code), not too long.

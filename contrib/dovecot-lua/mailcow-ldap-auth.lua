@@ -7,7 +7,7 @@
 --            401 {"success":false,"nologin":true,"reason":TEXT}
 --                                                     -> PASSDB_RESULT_OK with fields nologin=y,
 --                reason=TEXT: the password was right, the login is refused, and the client
---                is told TEXT (IMAP "NO [ALERT] TEXT") instead of a password prompt
+--                is told TEXT (IMAP "NO [CONTACTADMIN] TEXT") instead of a password prompt
 --            401 {"success":false,"not_ours":true}    -> with not_ours = next: PASSDB_RESULT_NEXT
 --                (Dovecot asks the next passdb whatever result_failure says); else
 --                PASSDB_RESULT_PASSWORD_MISMATCH

@@ -262,7 +262,8 @@ fn assert_told(env: &Env, cfg: &Path, user: &AdUser, reason: &str, text: &str) {
     assert!(
         t.stdout.contains("RESULT: reject")
             && t.stdout.contains(reason)
-            && t.stdout.contains(&format!("Dovecot is told: nologin, reason=\"{text}\"")),
+            && t.stdout
+                .contains(&format!("Dovecot is told: nologin, reason=\"{text}\"")),
         "{}: {}",
         user.sam,
         t.stdout
@@ -990,6 +991,7 @@ fn imap_login_through_dovecot_shows_the_reason_and_a_wrong_password_the_usual_fa
     assert!(r.starts_with("OK"), "{r}\n{}", dovecot.log());
 
     let r = imap_login(imap, MIKE_MUST_CHANGE.sam, MIKE_MUST_CHANGE.password);
+    println!("LOGIN of a user who must change the password: {r}");
     assert!(
         r.starts_with("NO")
             && r.contains("Change your password at https://id.corp.example.org/ first.")

@@ -1049,6 +1049,7 @@ fn reasons_reach_the_imap_client_through_dovecot_lua_and_serve() {
     let block = lua_block_23(&lua, port, &secret);
     let dovecot = Dovecot::start_with(&root, &e.slapd.ldap_section(), |_| block);
     let r = imap_login(dovecot.imap_port, "mc2@example.org", "Mc-Own-2");
+    println!("LOGIN with the right password: {r}");
     assert!(
         r.starts_with("NO") && r.contains(LOGIN_DISABLED) && !r.contains("AUTHENTICATIONFAILED"),
         "{r}\n{}",
