@@ -12,7 +12,7 @@ use crate::mailcow::{
     Created, LoginMailbox, MailboxRow, Presence, Store, Template, DEACTIVATED_BY_SYNC,
     MISSING_SINCE, RETIRED_BY_VALUE,
 };
-use crate::outcome::{Failure, RequestKind, Verdict};
+use crate::outcome::{Failure, Reason, RequestKind, Verdict};
 use crate::passhash;
 use crate::provision;
 use crate::provision::NewMailbox;
@@ -276,7 +276,17 @@ pub fn decide(
             write_sasl_log(db, deadline, acc, req, service, app_pw);
         }
     }
+    d.result = d.result.map_err(|f| told(cfg, f));
     d
+}
+
+/// A [`Failure::NoLogin`] whose `[messages]` text is empty: the admin wants
+/// no reason given, so it is the plain refusal it was before.
+fn told(cfg: &Config, f: Failure) -> Failure {
+    match f {
+        Failure::NoLogin(r, _) if cfg.messages.text(r).is_empty() => f.unverified(),
+        f => f,
+    }
 }
 
 /// What [`sogo_login`] found.
@@ -420,10 +430,15 @@ fn from_sogo(cfg: &Config, req: &Request) -> bool {
 /// - with `passdb = "ldap-only"` every refusal: app passwords and
 ///   mailcow-SQL passwords are then mailcow's passdb's to check.
 ///
+/// A refusal the user is told ([`Failure::NoLogin`]) is final in both modes.
+///
 /// A temporary failure is no refusal (the chain goes on and remembers it).
 pub fn passed_on(cfg: &Config, f: &Failure) -> bool {
     match f {
         Failure::NotOurs(_) => true,
+        // The password was right and the user is told why: final, also
+        // with `ldap-only` (mailcow's passdb would refuse it too).
+        Failure::NoLogin(..) => false,
         Failure::BadRequest(_)
         | Failure::UnknownUser
         | Failure::Ambiguous(_)
@@ -547,7 +562,16 @@ fn before_bind(
         );
         return Ok(Early::Bind(Some(row)));
     }
-    provision::login_allowed(&row, req.service.as_deref())?;
+    if let Err(f) = provision::login_allowed(&row, req.service.as_deref()) {
+        // Decided before the password was checked: the user may be told
+        // why (a "disallow login" mailbox, a protocol it may not use) only
+        // when it matches a mailcow password; an `ldap` mailbox is refused
+        // before any bind, as mailcow does, and so without a reason.
+        let verified = matches!(f, Failure::NoLogin(..))
+            && row.authsource == "mailcow"
+            && passhash::verify(&hash, pw);
+        return Err(if verified { f } else { f.unverified() });
+    }
     match row.authsource.as_str() {
         "ldap" => Ok(Early::Bind(Some(row))),
         "mailcow" => {
@@ -822,7 +846,12 @@ fn apply_retiring_value(
             "{what}: left as it is (already so, or set by an admin)"
         ));
     }
-    Err(Failure::Denied(what))
+    // The bind verified the password: a mailbox set to "disallow login" is
+    // refused with that reason, a deactivated one plainly.
+    Err(match action {
+        Retire::DisallowLogin => Failure::NoLogin(Reason::LoginDisabled, what),
+        Retire::Deactivate => Failure::Denied(what),
+    })
 }
 
 /// Bring the mailbox's aliases in step with the entry's `alias_attributes`
@@ -1076,6 +1105,11 @@ mod tests {
             (Failure::WrongPassword, false, true),
             (Failure::UnknownUser, false, true),
             (Failure::Denied("inactive".into()), false, true),
+            (
+                Failure::NoLogin(Reason::PasswordExpired, "expired".into()),
+                false,
+                false,
+            ),
             (Failure::Ambiguous(2), false, true),
             (Failure::BadRequest("empty password".into()), false, true),
             (Failure::Temporary("ldap down".into()), false, false),
@@ -1085,6 +1119,21 @@ mod tests {
             assert_eq!(passed_on(&full, &f), in_full, "full: {f:?}");
             assert_eq!(passed_on(&ldap_only, &f), in_ldap_only, "ldap-only: {f:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_message_is_the_plain_refusal() {
+        let cfg = config("[messages]\nlogin_disabled = \"\"\n");
+        assert_eq!(
+            told(
+                &cfg,
+                Failure::NoLogin(Reason::LoginDisabled, "active 2".into())
+            ),
+            Failure::Denied("active 2".into())
+        );
+        let f = Failure::NoLogin(Reason::MustChangePassword, "773".into());
+        assert_eq!(told(&cfg, f.clone()), f);
+        assert_eq!(told(&cfg, Failure::WrongPassword), Failure::WrongPassword);
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
     // The configuration (and, with settings_from_database, mailcow's own settings).
     let (cfg, store) = match mailcow::load_config(config_path, started + Duration::from_secs(10)) {
         Ok(c) => c,
-        Err(f) => return finish(&ctx, None, Err(f), None, reply),
+        Err(f) => return finish(&ctx, None, Err(f), None, None, reply),
     };
     log::init(cfg.log_target);
     if let Some(w) = &watchdog {
@@ -190,12 +190,12 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
 
     let creds = match input.and_then(|buf| parse_input(&buf)) {
         Ok(c) => c,
-        Err(f) => return finish(&ctx, None, Err(f), None, reply),
+        Err(f) => return finish(&ctx, None, Err(f), None, None, reply),
     };
     if reply.is_empty() {
         let f =
             Failure::Misuse("no reply program given: usage `checkpassword REPLY [ARGS...]`".into());
-        return finish(&ctx, Some(&creds.user), Err(f), None, reply);
+        return finish(&ctx, Some(&creds.user), Err(f), None, None, reply);
     }
     let request = Request {
         login: creds.user,
@@ -218,21 +218,32 @@ pub fn run(config_path: &Path, reply: &[OsString]) -> ExitCode {
         login, password, ..
     } = request;
     drop(password);
+    // The password was right but the login is refused with a reason
+    // (auth::decide left only those with a text).
+    let told = match &decision.result {
+        Err(Failure::NoLogin(r, _)) if ctx.kind == RequestKind::Password => {
+            Some(cfg.messages.text(*r).to_owned())
+        }
+        _ => None,
+    };
     finish(
         &ctx,
         Some(&login),
         decision.result,
         decision.host.as_deref(),
+        told.as_deref(),
         reply,
     )
 }
 
-/// Log the decision, then exec the reply program or exit.
+/// Log the decision, then exec the reply program or exit. `told`: the
+/// text of a refusal the user is told ([`Failure::NoLogin`]).
 fn finish(
     ctx: &Context,
     login: Option<&str>,
     result: Result<Accepted, Failure>,
     host: Option<&str>,
+    told: Option<&str>,
     reply: &[OsString],
 ) -> ExitCode {
     let verdict = auth::log_decision(&auth::LogLine {
@@ -245,9 +256,10 @@ fn finish(
         started: ctx.started,
         via: None,
     });
-    match result {
-        Ok(acc) => exec_reply(&acc, ctx.kind, reply),
-        Err(_) => exit(verdict),
+    match (result, told) {
+        (Ok(acc), _) => exec_reply(reply_env(&acc, ctx.kind), reply),
+        (Err(_), Some(text)) if !text.is_empty() => exec_reply(nologin_env(text), reply),
+        (Err(_), _) => exit(verdict),
     }
 }
 
@@ -274,14 +286,33 @@ pub fn reply_env(acc: &Accepted, kind: RequestKind) -> Vec<(String, String)> {
     vars
 }
 
-/// Replace this process with the reply program (fd 4 stays open for it).
-fn exec_reply(acc: &Accepted, kind: RequestKind, reply: &[OsString]) -> ExitCode {
+/// The environment of the reply program for a refusal the user is told:
+/// Dovecot's passdb fields `nologin` and `reason` (checkpassword-reply
+/// passes on the variables EXTRA names, lower-cased). The passdb then
+/// succeeds with `nologin`, and Dovecot refuses the login with the reason as
+/// its text (2.3 `auth-request-handler.c`, `login-common/client-common-auth.c`;
+/// Debian 12's 2.3.19 answers IMAP `NO [CONTACTADMIN] text`). `HOME` and
+/// `USER` are dropped, so no userdb field and no renamed login go back with it.
+pub fn nologin_env(text: &str) -> Vec<(String, String)> {
+    vec![
+        ("nologin".to_owned(), "Y".to_owned()),
+        ("reason".to_owned(), text.to_owned()),
+        ("EXTRA".to_owned(), "nologin reason".to_owned()),
+    ]
+}
+
+/// Replace this process with the reply program (fd 4 stays open for it),
+/// with `vars` set.
+fn exec_reply(vars: Vec<(String, String)>, reply: &[OsString]) -> ExitCode {
     let Some((prog, args)) = reply.split_first() else {
         return exit(Verdict::Misuse);
     };
     let mut cmd = Command::new(prog);
     cmd.args(args);
-    for (k, v) in reply_env(acc, kind) {
+    if vars.iter().any(|(k, _)| k == "nologin") {
+        cmd.env_remove("HOME").env_remove("USER");
+    }
+    for (k, v) in vars {
         cmd.env(k, v);
     }
     let err = cmd.exec();
@@ -360,5 +391,14 @@ mod tests {
         assert!(!env.iter().any(|(k, _)| k == "AUTHORIZED"));
         let env = reply_env(&acc, RequestKind::Lookup);
         assert!(env.contains(&("AUTHORIZED".into(), "2".into())));
+    }
+
+    #[test]
+    fn nologin_environment() {
+        let env = nologin_env("Your password has expired.");
+        assert!(env.contains(&("EXTRA".into(), "nologin reason".into())));
+        assert!(env.contains(&("nologin".into(), "Y".into())));
+        assert!(env.contains(&("reason".into(), "Your password has expired.".into())));
+        assert!(!env.iter().any(|(k, _)| k == "USER" || k == "AUTHORIZED"));
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here opens a network connection: a bad file is reported before any
 //! server is contacted, as one line naming the file and the key.
 
+use crate::outcome::Reason;
 use crate::secret::Secret;
 use crate::trusted_file::{read_trusted, TrustError};
 use serde::Deserialize;
@@ -55,6 +56,8 @@ pub struct RawConfig {
     pub sync: RawSync,
     #[serde(default)]
     pub serve: RawServe,
+    #[serde(default)]
+    pub messages: RawMessages,
 }
 
 /// `hosts` may be written as `"a, b"` or `["a", "b"]`.
@@ -190,6 +193,101 @@ pub struct RawSync {
     pub max_deactivate_percent: Option<u32>,
     pub alongside_mailcow_sync: Option<bool>,
     pub import_requires_attribute: Option<bool>,
+}
+
+/// `[messages]`: what a user is told when the password was right but the
+/// login is refused (keys: [`crate::outcome::Reason::key`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessages {
+    pub password_expired: Option<String>,
+    pub must_change_password: Option<String>,
+    pub account_disabled: Option<String>,
+    pub account_expired: Option<String>,
+    pub logon_hours: Option<String>,
+    pub workstation: Option<String>,
+    pub login_disabled: Option<String>,
+    pub service_not_allowed: Option<String>,
+}
+
+impl RawMessages {
+    fn get(&self, r: Reason) -> Option<&String> {
+        match r {
+            Reason::PasswordExpired => self.password_expired.as_ref(),
+            Reason::MustChangePassword => self.must_change_password.as_ref(),
+            Reason::AccountDisabled => self.account_disabled.as_ref(),
+            Reason::AccountExpired => self.account_expired.as_ref(),
+            Reason::LogonHours => self.logon_hours.as_ref(),
+            Reason::Workstation => self.workstation.as_ref(),
+            Reason::LoginDisabled => self.login_disabled.as_ref(),
+            Reason::ServiceNotAllowed => self.service_not_allowed.as_ref(),
+        }
+    }
+}
+
+/// Longest `[messages]` text, in bytes.
+pub const MAX_MESSAGE_LEN: usize = 300;
+
+/// The validated `[messages]`: a text for every [`Reason`]; an empty one
+/// means the user is not told (the plain refusal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Messages {
+    texts: Vec<(Reason, String)>,
+}
+
+impl Default for Messages {
+    fn default() -> Messages {
+        Messages {
+            texts: Reason::ALL
+                .iter()
+                .map(|&r| (r, r.default_text().to_owned()))
+                .collect(),
+        }
+    }
+}
+
+impl Messages {
+    /// The text for `r` ("" when none is to be given).
+    pub fn text(&self, r: Reason) -> &str {
+        self.texts
+            .iter()
+            .find(|(k, _)| *k == r)
+            .map_or("", |(_, t)| t.as_str())
+    }
+
+    fn from_raw(raw: &RawMessages) -> Result<Messages, String> {
+        let mut m = Messages::default();
+        for (r, text) in &mut m.texts {
+            let Some(t) = raw.get(*r) else { continue };
+            check_message(t).map_err(|why| format!("messages.{}: {why}", r.key()))?;
+            *text = t.clone();
+        }
+        Ok(m)
+    }
+}
+
+/// A text Dovecot hands to the client as it is (IMAP `NO [CONTACTADMIN]
+/// text`, and the like in POP3 and ManageSieve): one line, no control
+/// characters (Dovecot's passdb fields are TAB-separated, protocol lines
+/// end at CR LF), not starting with `[` (IMAP would read it as a response
+/// code), not too long.
+fn check_message(t: &str) -> Result<(), String> {
+    if let Some(c) = t.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "contains the control character U+{:04X} (no line breaks, tabs or other control characters)",
+            u32::from(c)
+        ));
+    }
+    if t.starts_with('[') {
+        return Err("starts with '[' (an IMAP client would read it as a response code)".into());
+    }
+    if t.trim() != t {
+        return Err("starts or ends with a space".into());
+    }
+    if t.len() > MAX_MESSAGE_LEN {
+        return Err(format!("{} bytes long: at most {MAX_MESSAGE_LEN}", t.len()));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -472,6 +570,8 @@ pub struct Config {
     /// `[mailcow] alias_attributes`: attributes (lower-cased) whose values
     /// become aliases of the mailbox (`provision::directory_aliases`).
     pub alias_attributes: Vec<String>,
+    /// `[messages]`: the texts of refusals the user is told.
+    pub messages: Messages,
     pub sync: SyncConfig,
     pub serve: ServeConfig,
 }
@@ -632,6 +732,8 @@ impl RawConfig {
                     )))
                 }
             };
+
+        let messages = Messages::from_raw(&self.messages).map_err(err)?;
 
         let mut alias_attributes = Vec::new();
         for a in self.mailcow.alias_attributes.clone().unwrap_or_default() {
@@ -812,6 +914,7 @@ impl RawConfig {
             sogo_address,
             sogo_sso_file,
             alias_attributes,
+            messages,
             sync,
             serve,
         })
@@ -1408,6 +1511,55 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("both"), "{e}");
+    }
+
+    #[test]
+    fn messages_have_defaults_and_must_be_one_safe_line() {
+        let c = validate(MIN).unwrap();
+        for r in Reason::ALL {
+            assert_eq!(c.messages.text(r), r.default_text(), "{r:?}");
+            check_message(r.default_text()).unwrap();
+        }
+        let c = validate(&format!(
+            "{MIN}[messages]\npassword_expired = \"Change it at https://id.example.org/\"\nlogin_disabled = \"\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.messages.text(Reason::PasswordExpired),
+            "Change it at https://id.example.org/"
+        );
+        assert_eq!(c.messages.text(Reason::LoginDisabled), "");
+        assert_eq!(
+            c.messages.text(Reason::MustChangePassword),
+            Reason::MustChangePassword.default_text()
+        );
+        // Non-ASCII text is one line too.
+        assert!(validate(&format!(
+            "{MIN}[messages]\nworkstation = \"Nicht von hier aus möglich.\"\n"
+        ))
+        .is_ok());
+        for (bad, why) in [
+            ("a\\r\\nb", "U+000D"),
+            ("a\\nb", "U+000A"),
+            ("a\\tb", "U+0009"),
+            ("a\\u0000b", "U+0000"),
+            ("a\\u007fb", "U+007F"),
+            ("[ALERT] x", "starts with '['"),
+            (" x", "space"),
+        ] {
+            let e =
+                validate(&format!("{MIN}[messages]\naccount_expired = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                e.contains("messages.account_expired") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+        let long = "x".repeat(MAX_MESSAGE_LEN + 1);
+        let e = validate(&format!("{MIN}[messages]\nlogon_hours = \"{long}\"\n")).unwrap_err();
+        assert!(e.contains("at most 300"), "{e}");
+        // Unknown keys are refused, as everywhere.
+        let e = validate(&format!("{MIN}[messages]\nlocked_out = \"x\"\n")).unwrap_err();
+        assert!(e.contains("locked_out"), "{e}");
     }
 
     #[test]

@@ -159,6 +159,12 @@ pub fn test_user(cfg: &Config, login: &str, lookup_only: bool, dry_run: bool) ->
         Err(f) => {
             let v = f.verdict(kind);
             println!("RESULT: {} - {f} ({ms} ms)", v.word());
+            if let Failure::NoLogin(r, _) = f {
+                println!(
+                    "  Dovecot is told: nologin, reason=\"{}\" (checkpassword runs the reply program with them; Dovecot refuses the login and the client shows the text)",
+                    cfg.messages.text(*r)
+                );
+            }
             if let Some(h) = failure_hint(f) {
                 println!("  what to do: {h}");
             }
@@ -334,7 +340,10 @@ fn failure_hint(f: &Failure) -> Option<&'static str> {
         Failure::WrongPassword => Some("the directory refused this password for the DN found"),
         Failure::BadRequest(_) => Some("a login and a non-empty password are required"),
         Failure::Temporary(_) => Some("run `mailcow-ldap-auth connection-test` to check every host"),
-        Failure::Denied(r) if r.contains("Active Directory: data") => Some(ad_hint(r)),
+        Failure::Denied(r) | Failure::NoLogin(_, r) if r.contains("Active Directory: data") => {
+            Some(ad_hint(r))
+        }
+        Failure::NoLogin(..) => Some("the password is right; the user is told the reason ([messages]); an empty text there turns it into the plain refusal"),
         Failure::NotOurs(_) => Some("this mailbox logs in through mailcow's own passdb (its Identity Provider), never through LDAP"),
         Failure::Denied(_) | Failure::Misuse(_) => None,
     }

@@ -8,7 +8,7 @@
 
 use crate::config::{FilterTemplate, Host, LdapConfig, TlsMode};
 use crate::health::{unix_now, unix_now_ms, HostHealth};
-use crate::outcome::Failure;
+use crate::outcome::{Failure, Reason};
 use crate::secret::Secret;
 use crate::tls;
 use ldap3::controls::RawControl;
@@ -270,14 +270,23 @@ pub fn ad_reason(code: &str) -> Option<&'static str> {
 
 /// The failure for a user bind refused with result 49: a wrong password,
 /// unless the server's diagnostic names another Active Directory reason.
+/// The reasons AD gives only for the right password ([`Reason::from_ad_code`])
+/// are [`Failure::NoLogin`]: the user may be told; the others (`775`
+/// locked out, answered whatever the password) stay plain refusals.
 fn refusal(text: &str) -> Failure {
     match ad_data_code(text) {
         None => Failure::WrongPassword,
         Some(code) if code == "52e" => Failure::WrongPassword,
-        Some(code) => Failure::Denied(format!(
-            "{} (Active Directory: data {code})",
-            ad_reason(&code).unwrap_or("the directory refused the bind")
-        )),
+        Some(code) => {
+            let detail = format!(
+                "{} (Active Directory: data {code})",
+                ad_reason(&code).unwrap_or("the directory refused the bind")
+            );
+            match Reason::from_ad_code(&code) {
+                Some(r) => Failure::NoLogin(r, detail),
+                None => Failure::Denied(detail),
+            }
+        }
     }
 }
 
@@ -1322,8 +1331,29 @@ mod tests {
         );
         assert_eq!(
             refusal("AcceptSecurityContext error, data 533, v1"),
-            Failure::Denied("account disabled (Active Directory: data 533)".into())
+            Failure::NoLogin(
+                Reason::AccountDisabled,
+                "account disabled (Active Directory: data 533)".into()
+            )
         );
+        for (code, reason) in [
+            ("530", Reason::LogonHours),
+            ("531", Reason::Workstation),
+            ("532", Reason::PasswordExpired),
+            ("701", Reason::AccountExpired),
+            ("773", Reason::MustChangePassword),
+        ] {
+            let f = refusal(&format!("AcceptSecurityContext error, data {code}, v1"));
+            assert!(
+                matches!(f, Failure::NoLogin(r, _) if r == reason),
+                "{code}: {f:?}"
+            );
+        }
+        // No such user: a plain refusal.
+        assert!(matches!(
+            refusal("AcceptSecurityContext error, data 525, v1"),
+            Failure::Denied(_)
+        ));
         // An unknown code is named, never the server's text.
         assert_eq!(
             refusal("x: AcceptSecurityContext error, data 9ab, secret stuff"),

@@ -24,6 +24,15 @@ pub enum Failure {
     /// inactive mailbox or domain, service not allowed, not an LDAP mailbox,
     /// no template, domain full.
     Denied(String),
+    /// Refused after the password was verified (a successful bind, a
+    /// matching app or mailcow password): AD's "password expired" and the
+    /// like, a mailbox set to "disallow login", a protocol the mailbox may
+    /// not use. Dovecot is told why (`nologin` and `reason=`, with the text
+    /// of `[messages]`), so the client shows it instead of asking for the
+    /// password again. Never for a wrong password, an unknown user or a
+    /// locked-out account: naming those would tell anyone whether the
+    /// account exists. The text is the log's.
+    NoLogin(Reason, String),
     /// Not ours to decide: another passdb (mailcow's own) must. The text
     /// says why: the mailbox's authsource is `keycloak` / `generic-oidc`,
     /// mailcow's Identity Provider is not LDAP, the login comes from SOGo's
@@ -45,10 +54,104 @@ impl fmt::Display for Failure {
             Failure::Ambiguous(n) => write!(f, "ambiguous login: {n} directory entries match"),
             Failure::WrongPassword => f.write_str("wrong password"),
             Failure::Denied(r) => write!(f, "denied: {r}"),
+            Failure::NoLogin(why, r) => write!(
+                f,
+                "denied: {r} (the client is told why: messages.{})",
+                why.key()
+            ),
             Failure::NotOurs(why) => write!(f, "not ours: {why}; mailcow's own passdb decides"),
             Failure::Temporary(r) => write!(f, "temporary failure: {r}"),
             Failure::Misuse(r) => write!(f, "misuse: {r}"),
         }
+    }
+}
+
+/// Why a login whose password was right is refused, as the user is told
+/// ([`Failure::NoLogin`]); each has its text in the config's `[messages]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Active Directory `data 532`; OpenLDAP ppolicy `passwordExpired`.
+    PasswordExpired,
+    /// Active Directory `data 773`.
+    MustChangePassword,
+    /// Active Directory `data 533`.
+    AccountDisabled,
+    /// Active Directory `data 701`.
+    AccountExpired,
+    /// Active Directory `data 530`.
+    LogonHours,
+    /// Active Directory `data 531`.
+    Workstation,
+    /// mailcow's "disallow login" (`mailbox.active = 2`).
+    LoginDisabled,
+    /// `<service>_access` is off for the mailbox.
+    ServiceNotAllowed,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::PasswordExpired,
+        Reason::MustChangePassword,
+        Reason::AccountDisabled,
+        Reason::AccountExpired,
+        Reason::LogonHours,
+        Reason::Workstation,
+        Reason::LoginDisabled,
+        Reason::ServiceNotAllowed,
+    ];
+
+    /// Its key in `[messages]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Reason::PasswordExpired => "password_expired",
+            Reason::MustChangePassword => "must_change_password",
+            Reason::AccountDisabled => "account_disabled",
+            Reason::AccountExpired => "account_expired",
+            Reason::LogonHours => "logon_hours",
+            Reason::Workstation => "workstation",
+            Reason::LoginDisabled => "login_disabled",
+            Reason::ServiceNotAllowed => "service_not_allowed",
+        }
+    }
+
+    /// The text when `[messages]` does not set one.
+    pub fn default_text(self) -> &'static str {
+        match self {
+            Reason::PasswordExpired => {
+                "Your password has expired. Please change it, then log in again."
+            }
+            Reason::MustChangePassword => "You must change your password before you can log in.",
+            Reason::AccountDisabled => {
+                "Your account is disabled. Please contact your administrator."
+            }
+            Reason::AccountExpired => {
+                "Your account has expired. Please contact your administrator."
+            }
+            Reason::LogonHours => "You may not log in at this time.",
+            Reason::Workstation => "You may not log in from here.",
+            Reason::LoginDisabled => {
+                "Login is disabled for this mailbox. Please contact your administrator."
+            }
+            Reason::ServiceNotAllowed => {
+                "This mailbox may not use this protocol. Please contact your administrator."
+            }
+        }
+    }
+
+    /// The reason of an Active Directory `data` code that AD (and Samba)
+    /// give only when the password was right. Not `52e` (wrong password),
+    /// `525` (no such user) or `775` (locked out, answered whatever the
+    /// password).
+    pub fn from_ad_code(code: &str) -> Option<Reason> {
+        Some(match code {
+            "530" => Reason::LogonHours,
+            "531" => Reason::Workstation,
+            "532" => Reason::PasswordExpired,
+            "533" => Reason::AccountDisabled,
+            "701" => Reason::AccountExpired,
+            "773" => Reason::MustChangePassword,
+            _ => return None,
+        })
     }
 }
 
@@ -101,6 +204,15 @@ impl Verdict {
 }
 
 impl Failure {
+    /// This refusal where the password was not verified (yet): a
+    /// [`Failure::NoLogin`] becomes the plain [`Failure::Denied`].
+    pub fn unverified(self) -> Failure {
+        match self {
+            Failure::NoLogin(_, detail) => Failure::Denied(detail),
+            f => f,
+        }
+    }
+
     /// The verdict for this failure. Exhaustive on purpose: a new kind of
     /// failure must be placed here before the program compiles.
     pub fn verdict(&self, kind: RequestKind) -> Verdict {
@@ -117,6 +229,10 @@ impl Failure {
             (Failure::WrongPassword, Lookup) => Verdict::Unknown,
             (Failure::Denied(_), Password) => Verdict::Reject,
             (Failure::Denied(_), Lookup) => Verdict::Unknown,
+            // checkpassword accepts with `nologin` (Dovecot then refuses the
+            // login with the reason); a plain refusal everywhere else.
+            (Failure::NoLogin(..), Password) => Verdict::Reject,
+            (Failure::NoLogin(..), Lookup) => Verdict::Unknown,
             (Failure::NotOurs(_), Password) => Verdict::Reject,
             (Failure::NotOurs(_), Lookup) => Verdict::Unknown,
             (Failure::Temporary(_), Password | Lookup) => Verdict::Temporary,
@@ -144,6 +260,16 @@ mod tests {
             (Failure::WrongPassword, Password, 1),
             (Failure::Denied("x".into()), Password, 1),
             (Failure::Denied("x".into()), Lookup, 3),
+            (
+                Failure::NoLogin(Reason::PasswordExpired, "x".into()),
+                Password,
+                1,
+            ),
+            (
+                Failure::NoLogin(Reason::PasswordExpired, "x".into()),
+                Lookup,
+                3,
+            ),
             (Failure::NotOurs("keycloak".into()), Password, 1),
             (Failure::NotOurs("keycloak".into()), Lookup, 3),
             (Failure::Temporary("x".into()), Password, 111),
@@ -164,10 +290,31 @@ mod tests {
             Failure::Ambiguous(3),
             Failure::WrongPassword,
             Failure::Denied("x".into()),
+            Failure::NoLogin(Reason::LoginDisabled, "x".into()),
             Failure::Temporary("x".into()),
             Failure::Misuse("x".into()),
         ] {
             assert_ne!(f.verdict(Lookup).exit_code(), 1, "{f:?}");
         }
+    }
+
+    #[test]
+    fn reasons_only_for_codes_given_after_the_password() {
+        for (code, key) in [
+            ("530", "logon_hours"),
+            ("531", "workstation"),
+            ("532", "password_expired"),
+            ("533", "account_disabled"),
+            ("701", "account_expired"),
+            ("773", "must_change_password"),
+        ] {
+            assert_eq!(Reason::from_ad_code(code).map(Reason::key), Some(key));
+        }
+        // Wrong password, no such user, locked out (whatever the password).
+        for code in ["52e", "525", "775", "568", ""] {
+            assert_eq!(Reason::from_ad_code(code), None, "{code}");
+        }
+        let keys: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.key()).collect();
+        assert_eq!(keys.len(), Reason::ALL.len());
     }
 }

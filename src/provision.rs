@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::directory::UserEntry;
 use crate::mailcow::{MailboxRow, Template};
-use crate::outcome::Failure;
+use crate::outcome::{Failure, Reason};
 use serde_json::{Map, Value};
 
 pub use crate::cronlog::RateLimit;
@@ -375,7 +375,10 @@ pub fn service_allowed(row: &MailboxRow, service: Option<&str>) -> Result<(), Fa
     match row.attr(&flag).as_deref() {
         // PHP's loose `!= '1'`: 1, "1" and true allow.
         Some("1" | "true") | None => Ok(()),
-        Some(_) => Err(Failure::Denied(format!("{flag} is off for this mailbox"))),
+        Some(_) => Err(Failure::NoLogin(
+            Reason::ServiceNotAllowed,
+            format!("{flag} is off for this mailbox"),
+        )),
     }
 }
 
@@ -400,7 +403,8 @@ pub fn access_flag(service: &str) -> Option<String> {
 /// active, service). Active 2 ("disallow login", mail still received) is refused.
 pub fn login_allowed(row: &MailboxRow, service: Option<&str>) -> Result<(), Failure> {
     if row.active == 2 {
-        return Err(Failure::Denied(
+        return Err(Failure::NoLogin(
+            Reason::LoginDisabled,
             "mailbox is set to \"disallow login\" (active = 2: it receives mail, no login)".into(),
         ));
     }
@@ -753,7 +757,10 @@ mod tests {
             domain_active: Some(true),
         };
         assert!(login_allowed(&row, Some("imap")).is_ok());
-        assert!(login_allowed(&row, Some("pop3")).is_err());
+        assert!(matches!(
+            login_allowed(&row, Some("pop3")),
+            Err(Failure::NoLogin(Reason::ServiceNotAllowed, _))
+        ));
         assert!(login_allowed(&row, Some("submission")).is_ok());
         assert!(login_allowed(&row, Some("lmtp")).is_ok());
         // Every service is checked against its flag, not only the four mail
@@ -771,14 +778,21 @@ mod tests {
         assert_eq!(access_flag("POP3").as_deref(), Some("pop3_access"));
         assert_eq!(access_flag(""), None);
         row.active = 2;
-        assert!(login_allowed(&row, Some("imap")).is_err());
+        assert!(matches!(
+            login_allowed(&row, Some("imap")),
+            Err(Failure::NoLogin(Reason::LoginDisabled, _))
+        ));
         assert!(lookup_allowed(&row).is_ok());
+        // Inactive mailbox or domain: no reason is given.
         row.active = 0;
-        assert!(login_allowed(&row, Some("imap")).is_err());
+        assert!(matches!(
+            login_allowed(&row, Some("imap")),
+            Err(Failure::Denied(_))
+        ));
         assert!(lookup_allowed(&row).is_err());
         row.active = 1;
         row.domain_active = Some(false);
-        assert!(login_allowed(&row, None).is_err());
+        assert!(matches!(login_allowed(&row, None), Err(Failure::Denied(_))));
     }
 
     #[test]

@@ -4,6 +4,10 @@
 -- Answers of serve and what Dovecot gets:
 --   /auth    200 {"success":true,"user",...,"fields"} -> PASSDB_RESULT_OK (+ user, userdb_* fields)
 --            401 {"success":false}                    -> PASSDB_RESULT_PASSWORD_MISMATCH
+--            401 {"success":false,"nologin":true,"reason":TEXT}
+--                                                     -> PASSDB_RESULT_OK with fields nologin=y,
+--                reason=TEXT: the password was right, the login is refused, and the client
+--                is told TEXT (IMAP "NO [CONTACTADMIN] TEXT") instead of a password prompt
 --            401 {"success":false,"not_ours":true}    -> with not_ours = next: PASSDB_RESULT_NEXT
 --                (Dovecot asks the next passdb whatever result_failure says); else
 --                PASSDB_RESULT_PASSWORD_MISMATCH
@@ -342,6 +346,13 @@ function auth_password_verify(req, password)
   elseif status == 200 then
     req:log_error("mailcow-ldap-auth: unexpected answer to /auth: " .. tostring(text))
     return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, ""
+  elseif status == 401 and json and json.nologin == true and type(json.reason) == "string"
+      and json.reason ~= "" and not json.error then
+    -- The password was right but the login is refused, with a reason the user
+    -- may read (an expired AD password, say). Dovecot (2.3 and 2.4) takes a
+    -- successful passdb with the nologin field as a failed login whose text is
+    -- the reason field; no other passdb is asked.
+    return dovecot.auth.PASSDB_RESULT_OK, { nologin = "y", reason = json.reason }
   elseif status == 401 and json and json.not_ours == true and not json.error then
     -- Not serve's to decide. PASSDB_RESULT_NEXT makes Dovecot (2.3 and 2.4,
     -- auth-request.c) go on to the next passdb whatever its result_failure

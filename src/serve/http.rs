@@ -377,6 +377,14 @@ fn decide(
             (503, json!({"success": false, "error": "temporary failure"}))
         }
         Err(_) if kind == RequestKind::Lookup => (404, json!({"success": false})),
+        // The password was right, the login is refused with a reason the
+        // user is told (auth::decide left only those with a text): the Lua
+        // passdb answers Dovecot with `nologin` and `reason`. A 401 with
+        // "success": false, so a Lua script that predates it refuses plainly.
+        Err(Failure::NoLogin(r, _)) => (
+            401,
+            json!({"success": false, "nologin": true, "reason": rt.cfg.messages.text(r)}),
+        ),
         // Another passdb may still accept it (auth::passed_on): say so, so
         // a chain hands it on; every other refusal is final.
         Err(f) if auth::passed_on(&rt.cfg, &f) => (

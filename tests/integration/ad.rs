@@ -240,11 +240,52 @@ fn assert_refused(env: &Env, cfg: &Path, user: &AdUser, reason: &str) {
     );
 }
 
+/// A refusal the user is told: checkpassword runs the reply program with
+/// Dovecot's `nologin` and `reason` fields (the password was right), the
+/// log line names the reason, and `test` says what Dovecot is told.
+fn assert_told(env: &Env, cfg: &Path, user: &AdUser, reason: &str, text: &str) {
+    let r = env.dc.login(cfg, user.sam, user.password, &env.reply);
+    assert_eq!(r.code, 0, "{}: {r:?}", user.sam);
+    assert!(
+        r.stderr.contains("result=reject") && r.stderr.contains(reason),
+        "{}: {r:?}",
+        user.sam
+    );
+    assert_eq!(env.reply.var("EXTRA").as_deref(), Some("nologin reason"));
+    assert_eq!(env.reply.var("nologin").as_deref(), Some("Y"));
+    assert_eq!(env.reply.var("reason").as_deref(), Some(text));
+    assert_eq!(env.reply.var("userdb_uid"), None);
+    let t = env
+        .dc
+        .admin(cfg, &["test", user.sam], &format!("{}\n", user.password));
+    assert_eq!(t.code, 1, "{}: {t:?}", user.sam);
+    assert!(
+        t.stdout.contains("RESULT: reject")
+            && t.stdout.contains(reason)
+            && t.stdout
+                .contains(&format!("Dovecot is told: nologin, reason=\"{text}\"")),
+        "{}: {}",
+        user.sam,
+        t.stdout
+    );
+}
+
+/// A wrong password for `user`: the ordinary failure, nothing told.
+fn assert_wrong_password(env: &Env, cfg: &Path, user: &AdUser) {
+    let r = env.dc.login(cfg, user.sam, "Wrong-Pass-1", &env.reply);
+    assert_eq!(r.code, 1, "{}: {r:?}", user.sam);
+    assert!(r.stderr.contains("reason=\"wrong password\""), "{r:?}");
+    assert!(env.reply.env().is_none(), "reply program ran: {r:?}");
+}
+
+/// The texts of the README's example: one set, one off, the rest default.
+const MESSAGES: &str = "[messages]\nmust_change_password = \"Change your password at https://id.corp.example.org/ first.\"\naccount_disabled = \"\"\n";
+
 #[test]
-fn active_directory_refusal_reasons_are_named_and_still_exit_1() {
+fn active_directory_refusal_reasons_are_named_and_told_only_for_the_right_password() {
     let env = Env::new();
     // The README's filter keeps the disabled account out before any bind.
-    let cfg = env.config("", "");
+    let cfg = env.config("", MESSAGES);
     let r = env
         .dc
         .login(&cfg, DORA_DISABLED.sam, DORA_DISABLED.password, &env.reply);
@@ -262,35 +303,40 @@ fn active_directory_refusal_reasons_are_named_and_still_exit_1() {
     );
 
     // Without that clause, AD refuses the bind and says why.
-    let cfg = env.config_for(HOST, "use_ssl = true", "", "");
+    let cfg = env.config_for(HOST, "use_ssl = true", "", MESSAGES);
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(AD_FILTER, ANY_ACCOUNT_FILTER);
     let cfg = write_config(env.path(), "any.toml", &text);
+    // messages.account_disabled = "": the plain refusal.
     assert_refused(
         &env,
         &cfg,
         &DORA_DISABLED,
         "account disabled (Active Directory: data 533)",
     );
-    assert_refused(
+    assert_told(
         &env,
         &cfg,
         &EVE_EXPIRED,
         "account expired (Active Directory: data 701)",
+        "Your account has expired. Please contact your administrator.",
     );
-    assert_refused(
+    assert_told(
         &env,
         &cfg,
         &MIKE_MUST_CHANGE,
         "must change password (Active Directory: data 773)",
+        "Change your password at https://id.corp.example.org/ first.",
     );
-    // A wrong password is a wrong password.
-    let r = env.dc.login(&cfg, ALICE.sam, "Wrong-Pass-1", &env.reply);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("reason=\"wrong password\""), "{r:?}");
+    // AD names these only for the right password: a wrong one is a wrong
+    // password, whatever the account's state.
+    for user in [&ALICE, &EVE_EXPIRED, &MIKE_MUST_CHANGE, &DORA_DISABLED] {
+        assert_wrong_password(&env, &cfg, user);
+    }
     // Each wrong password counts; at the threshold the account is locked out,
-    // and then even the right password is refused, with that reason.
+    // and then even the right password is refused, with that reason, and
+    // never told (AD says "locked out" whatever the password).
     for _ in 0..LOCKOUT_THRESHOLD {
         let r = env.dc.login(&cfg, LARRY.sam, "Wrong-Pass-1", &env.reply);
         assert_eq!(r.code, 1, "{r:?}");
@@ -305,6 +351,7 @@ fn active_directory_refusal_reasons_are_named_and_still_exit_1() {
         &LARRY,
         "account locked out (Active Directory: data 775)",
     );
+    assert!(env.reply.env().is_none());
     let t = env
         .dc
         .admin(&cfg, &["test", LARRY.sam], &format!("{}\n", LARRY.password));
@@ -821,20 +868,28 @@ fn a_retiring_directory_value_sets_active_and_a_template_value_restores_it() {
     assert_eq!(active_and_mark(&db, LARRY.mail), "1/-/1");
 
     // At login: refused after the bind, active 2 with the mark; still
-    // refused next time; a wrong password stays a wrong password.
+    // refused next time; a wrong password stays a wrong password. The bind
+    // verified the password, so the user is told (messages.login_disabled):
+    // the reply program runs with nologin and the reason.
     set_department(&env, "larry", "left");
+    let told = "Login is disabled for this mailbox. Please contact your administrator.";
     let r = login(&LARRY, LARRY.password);
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stderr
-            .contains("the directory value \\\"left\\\" retires the mailbox (action disallow_login, active 2)"),
+            .contains("the directory value \\\"left\\\" retires the mailbox (action disallow_login, active 2)")
+            && r.stderr.contains("result=reject"),
         "{r:?}"
     );
+    assert_eq!(env.reply.var("nologin").as_deref(), Some("Y"));
+    assert_eq!(env.reply.var("reason").as_deref(), Some(told));
     assert_eq!(active_and_mark(&db, LARRY.mail), "2/2/1");
     let r = login(&LARRY, LARRY.password);
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(env.reply.var("reason").as_deref(), Some(told));
     let r = login(&LARRY, "Wrong-Pass-1");
     assert_eq!(r.code, 1, "{r:?}");
+    assert!(env.reply.env().is_none(), "{r:?}");
     assert!(r.stderr.contains("reason=\"wrong password\""), "{r:?}");
     assert_eq!(active_and_mark(&db, LARRY.mail), "2/2/1");
     // The template value again: the login itself makes it active 1.
@@ -889,4 +944,92 @@ fn a_retiring_directory_value_sets_active_and_a_template_value_restores_it() {
     );
     assert_eq!(active_and_mark(&db, LARRY.mail), "1/-/1");
     assert_eq!(active_and_mark(&db, ALICE.mail), "0/-/1");
+}
+
+/// The issue's case end to end: an IMAP LOGIN through the suite's Dovecot
+/// (checkpassword passdb and userdb, Debian's checkpassword-reply) against
+/// the Samba DC. A user who must change the password (data 773) gets the
+/// configured text in the `NO`; an expired account (701) the default one; a
+/// wrong password, and a locked-out account, Dovecot's usual failure.
+/// Dovecot runs in the test's network namespace, in a mount namespace of its
+/// own where /etc/hosts names the DC (its certificate's name) on loopback,
+/// with the DC's LDAPS port forwarded there.
+#[test]
+fn imap_login_through_dovecot_shows_the_reason_and_a_wrong_password_the_usual_failure() {
+    use crate::support::clients::imap_login;
+    use crate::support::dovecot::{default_auth, Dovecot};
+    use crate::support::samba::{BASE, SVC_DN};
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let root = env.path();
+    let fwd = env.dc.forward(636);
+    let readable = |p: &Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    // Dovecot runs the helper as user `dovecot`: the CA where it can read it.
+    let ca = root.join("samba-ca.pem");
+    std::fs::copy(&env.dc.ca, &ca).unwrap();
+    readable(&ca);
+    let hosts = root.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {HOST}\n")).unwrap();
+    readable(&hosts);
+    let body = format!(
+        "[ldap]\nhosts = \"{HOST}:{}\"\nuse_ssl = true\nca_file = \"{}\"\nbase_dn = \"{BASE}\"\n\
+         bind_dn = \"{SVC_DN}\"\nbind_password = \"{SVC_PW}\"\nusername_field = \"sAMAccountName\"\n\
+         filter = \"{ANY_ACCOUNT_FILTER}\"\nconnect_timeout_ms = 3000\ntimeout_ms = 5000\n{MESSAGES}",
+        fwd.port,
+        ca.display()
+    );
+    let dovecot = Dovecot::start_mounted(
+        root,
+        &body,
+        default_auth,
+        vec![(hosts, PathBuf::from("/etc/hosts"))],
+    );
+    let imap = dovecot.imap_port;
+    let r = imap_login(imap, ALICE.sam, ALICE.password);
+    assert!(r.starts_with("OK"), "{r}\n{}", dovecot.log());
+
+    let r = imap_login(imap, MIKE_MUST_CHANGE.sam, MIKE_MUST_CHANGE.password);
+    println!("LOGIN of a user who must change the password: {r}");
+    assert!(
+        r.starts_with("NO")
+            && r.contains("Change your password at https://id.corp.example.org/ first.")
+            && !r.contains("AUTHENTICATIONFAILED"),
+        "{r}\n{}",
+        dovecot.log()
+    );
+    let r = imap_login(imap, EVE_EXPIRED.sam, EVE_EXPIRED.password);
+    assert!(
+        r.starts_with("NO")
+            && r.contains("Your account has expired. Please contact your administrator."),
+        "{r}\n{}",
+        dovecot.log()
+    );
+    for (user, pw) in [
+        (MIKE_MUST_CHANGE.sam, "Wrong-Pass-1"),
+        (EVE_EXPIRED.sam, "Wrong-Pass-1"),
+        // messages.account_disabled = "": the usual failure, right password or not.
+        (DORA_DISABLED.sam, DORA_DISABLED.password),
+    ] {
+        let r = imap_login(imap, user, pw);
+        assert_eq!(
+            r,
+            "NO [AUTHENTICATIONFAILED] Authentication failed.",
+            "{user}\n{}",
+            dovecot.log()
+        );
+    }
+    // Locked out: AD says so whatever the password, so nothing is told.
+    for _ in 0..LOCKOUT_THRESHOLD {
+        assert!(imap_login(imap, LARRY.sam, "Wrong-Pass-1").starts_with("NO"));
+    }
+    let r = imap_login(imap, LARRY.sam, LARRY.password);
+    assert_eq!(
+        r,
+        "NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "{}",
+        dovecot.log()
+    );
+    println!("{}", dovecot.log());
 }

@@ -1044,3 +1044,168 @@ fn a_dead_database_is_111_and_no_bind_although_the_directory_was_opened() {
     let (r, ops) = e.login(&cfg, "jdoe@example.org", "secret1", "imap");
     assert_eq!((r.code, ops.total()), (111, 0), "{r:?} {ops:?}");
 }
+
+/// A text of `[messages]` set by the tests below.
+const LOGIN_DISABLED: &str = "Login disabled: ask the help desk (ext. 123).";
+
+/// Refusals after the password was verified are told (Dovecot's `nologin`
+/// and `reason` through the reply program), those before it are not: with
+/// `passdb = "full"` an LDAP mailbox's state is refused before any bind
+/// (plain, as mailcow does), a mailcow mailbox's once its own password (or
+/// an app password) matched; with `"ldap-only"` after the bind. A wrong
+/// password is never told anything.
+#[test]
+fn reasons_are_told_only_once_the_password_was_verified() {
+    let e = Env::new();
+    let messages = format!("[messages]\nlogin_disabled = \"{LOGIN_DISABLED}\"\n");
+    let cfg = e.config(&messages);
+    e.mailbox("nomail@example.org", "ldap", 2, "", "{}");
+    e.app_password(
+        "nomail@example.org",
+        &dovecot_hash("SSHA256", "told-App-1"),
+        1,
+        &[],
+    );
+    e.mailbox(
+        "mc2@example.org",
+        "mailcow",
+        2,
+        &dovecot_hash("BLF-CRYPT", "Mc-Own-2"),
+        "{}",
+    );
+    e.mailbox(
+        "mc3@example.org",
+        "mailcow",
+        1,
+        &dovecot_hash("SSHA512", "Mc-Own-3"),
+        r#"{"imap_access":"0"}"#,
+    );
+    let told = |r: &Run| -> Option<String> {
+        if r.code != 0 || e.reply.var("nologin").as_deref() != Some("Y") {
+            return None;
+        }
+        assert_eq!(
+            e.reply.var("EXTRA").as_deref(),
+            Some("nologin reason"),
+            "{r:?}"
+        );
+        assert_eq!(e.reply.var("userdb_uid"), None, "{r:?}");
+        e.reply.var("reason")
+    };
+    let plain = |r: &Run, what: &str| {
+        assert_eq!(r.code, 1, "{what}: {r:?}");
+        assert!(e.reply.env().is_none(), "{what}: reply ran: {r:?}");
+    };
+
+    // An LDAP mailbox set to "disallow login": refused before the bind, plainly.
+    assert_eq!(e.quiet(&cfg, "nomail@example.org", "nomailpw", "imap"), 1);
+    assert!(e.reply.env().is_none());
+    // ... but an app password of it matched: told, still without a bind.
+    let (r, ops) = e.login(&cfg, "nomail@example.org", "told-App-1", "imap");
+    assert_eq!(ops.total(), 0, "{ops:?}");
+    assert_eq!(told(&r).as_deref(), Some(LOGIN_DISABLED), "{r:?}");
+    // A mailcow mailbox: told once its own password matched, never for a wrong one.
+    let (r, ops) = e.login(&cfg, "mc2@example.org", "Mc-Own-2", "imap");
+    assert_eq!(ops.total(), 0, "{ops:?}");
+    assert_eq!(told(&r).as_deref(), Some(LOGIN_DISABLED), "{r:?}");
+    assert!(r.stderr.contains("messages.login_disabled"), "{r:?}");
+    let (r, _) = e.login(&cfg, "mc2@example.org", "Mc-Own-x", "imap");
+    plain(&r, "mailcow mailbox, wrong password");
+    // A protocol the mailbox may not use: the default text; another protocol logs in.
+    let (r, _) = e.login(&cfg, "mc3@example.org", "Mc-Own-3", "imap");
+    assert_eq!(
+        told(&r).as_deref(),
+        Some("This mailbox may not use this protocol. Please contact your administrator."),
+        "{r:?}"
+    );
+    let (r, _) = e.login(&cfg, "mc3@example.org", "Mc-Own-x", "imap");
+    plain(&r, "service off, wrong password");
+    let (r, _) = e.login(&cfg, "mc3@example.org", "Mc-Own-3", "pop3");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(e.reply.var("USER").as_deref(), Some("mc3@example.org"));
+    assert_eq!(e.reply.var("nologin"), None);
+
+    // ldap-only: the mailbox's state is checked after the bind, so told;
+    // a wrong password is one failed bind and the plain failure.
+    let only = e.config(&format!("[mailcow]\npassdb = \"ldap-only\"\n{messages}"));
+    let (r, ops) = e.login(&only, "nomail@example.org", "nomailpw", "imap");
+    assert_eq!((ops.user, ops.user_failed), (1, 0), "{ops:?}");
+    assert_eq!(told(&r).as_deref(), Some(LOGIN_DISABLED), "{r:?}");
+    let (r, ops) = e.login(&only, "nomail@example.org", "Wrong-1", "imap");
+    assert_eq!((ops.user, ops.user_failed), (1, 1), "{ops:?}");
+    plain(&r, "ldap-only, wrong password");
+
+    // An empty text: the plain refusal.
+    let off = e.config("[messages]\nlogin_disabled = \"\"\n");
+    let (r, _) = e.login(&off, "mc2@example.org", "Mc-Own-2", "imap");
+    plain(&r, "messages.login_disabled = \"\"");
+}
+
+/// The same through serve and the shipped Lua passdb in Dovecot 2.3: serve
+/// answers 401 with `"nologin": true` and the text, the Lua script hands
+/// Dovecot `nologin` and `reason`, and the IMAP client reads the text in the
+/// `NO`; a wrong password still gets Dovecot's usual failure.
+#[test]
+fn reasons_reach_the_imap_client_through_dovecot_lua_and_serve() {
+    use crate::serve_e2e::{install_lua, lua_block_23, write_secret, SECRET};
+    use crate::support::clients::imap_login;
+    use crate::support::dovecot::Dovecot;
+    require("dovecot", "dovecot-core");
+    let e = Env::new();
+    let root = e.dir.path().to_owned();
+    e.mailbox(
+        "mc2@example.org",
+        "mailcow",
+        2,
+        &dovecot_hash("SHA512-CRYPT", "Mc-Own-2"),
+        "{}",
+    );
+    let secret = write_secret(&root);
+    let (serve, port) = e.serve(
+        &secret,
+        &format!("\n[messages]\nlogin_disabled = \"{LOGIN_DISABLED}\"\n"),
+    );
+    let body = serde_json::json!({"username": "mc2@example.org", "password": "Mc-Own-2", "service": "imap"});
+    let r = serve.http(
+        "POST",
+        "/auth",
+        &[("X-Auth-Secret", SECRET)],
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        r.json,
+        serde_json::json!({"success": false, "nologin": true, "reason": LOGIN_DISABLED})
+    );
+    let wrong = serde_json::json!({"username": "mc2@example.org", "password": "Mc-Own-x", "service": "imap"});
+    let r = serve.http(
+        "POST",
+        "/auth",
+        &[("X-Auth-Secret", SECRET)],
+        &wrong.to_string(),
+    );
+    assert_eq!(
+        (r.status, r.json.clone()),
+        (401, serde_json::json!({"success": false})),
+        "{r:?}"
+    );
+
+    let lua = install_lua(&root);
+    let block = lua_block_23(&lua, port, &secret);
+    let dovecot = Dovecot::start_with(&root, &e.slapd.ldap_section(), |_| block);
+    let r = imap_login(dovecot.imap_port, "mc2@example.org", "Mc-Own-2");
+    println!("LOGIN with the right password: {r}");
+    assert!(
+        r.starts_with("NO") && r.contains(LOGIN_DISABLED) && !r.contains("AUTHENTICATIONFAILED"),
+        "{r}\n{}",
+        dovecot.log()
+    );
+    let r = imap_login(dovecot.imap_port, "mc2@example.org", "Mc-Own-x");
+    assert_eq!(
+        r,
+        "NO [AUTHENTICATIONFAILED] Authentication failed.",
+        "{}",
+        dovecot.log()
+    );
+    println!("{}", dovecot.log());
+}

@@ -583,7 +583,15 @@ fn template_active_2_creates_mailbox_and_alias_with_2() {
     ));
     let cfg = e.config();
     let r = e.login(&cfg, "jdoe@example.org", "secret1");
-    assert_eq!(r.code, 1, "{r:?}");
+    // Refused after the bind: the user is told (messages.login_disabled),
+    // through the reply program with Dovecot's nologin and reason.
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("result=reject"), "{r:?}");
+    assert_eq!(e.reply.var("nologin").as_deref(), Some("Y"));
+    assert_eq!(
+        e.reply.var("reason").as_deref(),
+        Some("Login is disabled for this mailbox. Please contact your administrator.")
+    );
     assert_eq!(
         e.db.sql("SELECT username, active FROM mailbox").trim(),
         "jdoe@example.org\t2"
