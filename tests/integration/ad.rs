@@ -5,8 +5,8 @@ use crate::provision::{DEFAULT_TEMPLATE, STAFF_TEMPLATE};
 use crate::support::mariadb::Db;
 use crate::support::samba::{
     long_display_name, AdUser, SambaDc, ALICE, BOB, DORA_DISABLED, EVE_EXPIRED, GROUP_DN, HOST,
-    LARRY, LOCKOUT_THRESHOLD, LONGNAME, MIKE_MUST_CHANGE, OTHER_HOST, OUTER_GROUP_DN, SVC_PW,
-    TOOLONG,
+    LARRY, LOCKOUT_THRESHOLD, LONGNAME, MIKE_MUST_CHANGE, OTHER_HOST, OUTER_GROUP_DN,
+    PAT_PASSWORD_EXPIRED, SVC_PW, TOOLONG,
 };
 use crate::support::serve::Serve;
 use crate::support::{bin, run_ok, write_config, Pki, StubReply};
@@ -278,8 +278,8 @@ fn assert_wrong_password(env: &Env, cfg: &Path, user: &AdUser) {
     assert!(env.reply.env().is_none(), "reply program ran: {r:?}");
 }
 
-/// The texts of the README's example: one set, one off, the rest default.
-const MESSAGES: &str = "[messages]\nmust_change_password = \"Change your password at https://id.corp.example.org/ first.\"\naccount_disabled = \"\"\n";
+/// The texts of the README's example: two set, one off, the rest default.
+const MESSAGES: &str = "[messages]\npassword_expired = \"Your password has expired: change it at https://id.corp.example.org/\"\nmust_change_password = \"Change your password at https://id.corp.example.org/ first.\"\naccount_disabled = \"\"\n";
 
 #[test]
 fn active_directory_refusal_reasons_are_named_and_told_only_for_the_right_password() {
@@ -329,9 +329,23 @@ fn active_directory_refusal_reasons_are_named_and_told_only_for_the_right_passwo
         "must change password (Active Directory: data 773)",
         "Change your password at https://id.corp.example.org/ first.",
     );
+    // A password older than the domain's maximum age: data 532, the configured text.
+    assert_told(
+        &env,
+        &cfg,
+        &PAT_PASSWORD_EXPIRED,
+        "password expired (Active Directory: data 532)",
+        "Your password has expired: change it at https://id.corp.example.org/",
+    );
     // AD names these only for the right password: a wrong one is a wrong
     // password, whatever the account's state.
-    for user in [&ALICE, &EVE_EXPIRED, &MIKE_MUST_CHANGE, &DORA_DISABLED] {
+    for user in [
+        &ALICE,
+        &EVE_EXPIRED,
+        &MIKE_MUST_CHANGE,
+        &PAT_PASSWORD_EXPIRED,
+        &DORA_DISABLED,
+    ] {
         assert_wrong_password(&env, &cfg, user);
     }
     // Each wrong password counts; at the threshold the account is locked out,
@@ -422,7 +436,8 @@ fn sync_from_the_domain_root_completes_and_a_failure_backs_off() {
             EVE_EXPIRED.mail,
             LARRY.mail,
             LONGNAME.mail,
-            MIKE_MUST_CHANGE.mail
+            MIKE_MUST_CHANGE.mail,
+            PAT_PASSWORD_EXPIRED.mail
         ],
         "{}",
         r.stdout
@@ -948,9 +963,10 @@ fn a_retiring_directory_value_sets_active_and_a_template_value_restores_it() {
 
 /// The case end to end: an IMAP LOGIN through the suite's Dovecot
 /// (checkpassword passdb and userdb, Debian's checkpassword-reply) against
-/// the Samba DC. A user who must change the password (data 773) gets the
-/// configured text in the `NO`; an expired account (701) the default one; a
-/// wrong password, and a locked-out account, Dovecot's usual failure.
+/// the Samba DC. A user whose password expired (data 532) or who must change
+/// it (data 773) gets the configured text in the `NO`; an expired account
+/// (701) the default one; a wrong password, and a locked-out account,
+/// Dovecot's usual failure.
 /// Dovecot runs in the test's network namespace, in a mount namespace of its
 /// own where /etc/hosts names the DC (its certificate's name) on loopback,
 /// with the DC's LDAPS port forwarded there.
@@ -999,6 +1015,20 @@ fn imap_login_through_dovecot_shows_the_reason_and_a_wrong_password_the_usual_fa
         "{r}\n{}",
         dovecot.log()
     );
+    // The case: an expired AD password (data 532), the configured text.
+    let r = imap_login(
+        imap,
+        PAT_PASSWORD_EXPIRED.sam,
+        PAT_PASSWORD_EXPIRED.password,
+    );
+    println!("LOGIN of a user whose password expired: {r}");
+    assert!(
+        r.starts_with("NO")
+            && r.contains("Your password has expired: change it at https://id.corp.example.org/")
+            && !r.contains("AUTHENTICATIONFAILED"),
+        "{r}\n{}",
+        dovecot.log()
+    );
     let r = imap_login(imap, EVE_EXPIRED.sam, EVE_EXPIRED.password);
     assert!(
         r.starts_with("NO")
@@ -1009,6 +1039,7 @@ fn imap_login_through_dovecot_shows_the_reason_and_a_wrong_password_the_usual_fa
     for (user, pw) in [
         (MIKE_MUST_CHANGE.sam, "Wrong-Pass-1"),
         (EVE_EXPIRED.sam, "Wrong-Pass-1"),
+        (PAT_PASSWORD_EXPIRED.sam, "Wrong-Pass-1"),
         // messages.account_disabled = "": the usual failure, right password or not.
         (DORA_DISABLED.sam, DORA_DISABLED.password),
     ] {
