@@ -1064,3 +1064,176 @@ fn imap_login_through_dovecot_shows_the_reason_and_a_wrong_password_the_usual_fa
     );
     println!("{}", dovecot.log());
 }
+
+/// Alice's and Bob's aliases besides their own address, with the tool's
+/// mark: address, goto, domain, active, whether ours.
+fn ad_aliases(db: &Db) -> Vec<String> {
+    db.sql(&format!(
+        "SELECT address, goto, domain, active, private_comment <=> '{}' FROM alias \
+         WHERE address != goto ORDER BY address",
+        mailcow_ldap_auth::mailcow::DIRECTORY_ALIAS_MARK
+    ))
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// `proxyAddresses` on a user in OU=Staff, changed as Administrator.
+fn change_proxy_addresses(env: &Env, cn: &str, change: &str) {
+    env.dc.ldap_tool(
+        "ldapmodify",
+        &format!(
+            "dn: CN={cn},OU=Staff,{}\nchangetype: modify\n{change}",
+            crate::support::samba::BASE
+        ),
+    );
+}
+
+/// Issue 19, part 1, against AD: `alias_attributes = ["proxyAddresses"]`.
+/// `SMTP:` (the primary, the mailbox's own address, any case) skipped,
+/// `smtp:` values lower-cased into aliases, `X500:` and `SIP:` skipped, a
+/// domain mailcow does not have skipped, an alias domain accepted, an
+/// admin's alias to someone else left as it is; at first login and by sync,
+/// following an addition and a removal in the directory. On the old code
+/// `alias_attributes` is refused as an unknown key.
+#[test]
+fn proxy_addresses_become_aliases_at_login_and_by_sync() {
+    let env = Env::new();
+    let db = mailcow_db();
+    db.sql(
+        "UPDATE domain SET aliases = 400;\
+         INSERT INTO alias_domain (alias_domain, target_domain) VALUES ('alias.corp.example', 'corp.example.org');\
+         INSERT INTO alias (address, goto, domain, private_comment) VALUES ('hand@corp.example.org', 'someone@corp.example.org', 'corp.example.org', 'made by an admin');",
+    );
+    change_proxy_addresses(
+        &env,
+        "alice",
+        "add: proxyAddresses\n\
+         proxyAddresses: SMTP:Alice.Liddell@CORP.example.org\n\
+         proxyAddresses: smtp:Al@Corp.Example.Org\n\
+         proxyAddresses: smtp:al@alias.corp.example\n\
+         proxyAddresses: X500:/o=Corp/ou=Exchange/cn=Recipients/cn=alice\n\
+         proxyAddresses: SIP:alice@corp.example.org\n\
+         proxyAddresses: smtp:alice@unknown.example\n\
+         proxyAddresses: smtp:hand@corp.example.org\n",
+    );
+    let cfg = env.config(
+        &provisioning(&db),
+        "[mailcow]\nalias_attributes = [\"proxyAddresses\"]\n",
+    );
+    let ours = |a: &str, domain: &str| format!("{a}\t{}\t{domain}\t1\t1", ALICE.mail);
+    let hand = "hand@corp.example.org\tsomeone@corp.example.org\tcorp.example.org\t1\t0";
+
+    // First login: the mailbox and its aliases.
+    let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        ad_aliases(&db),
+        [
+            ours("al@alias.corp.example", "alias.corp.example"),
+            ours("al@corp.example.org", "corp.example.org"),
+            hand.to_owned(),
+        ],
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains(
+            "hand@corp.example.org -> someone@corp.example.org was not made by mailcow-ldap-auth"
+        ),
+        "the admin's alias is named with both owners: {}",
+        r.stderr
+    );
+
+    // An addition and a removal in the directory, and a user who never
+    // logged in: the dry run shows them and writes nothing, sync does them.
+    change_proxy_addresses(
+        &env,
+        "alice",
+        "delete: proxyAddresses\nproxyAddresses: smtp:Al@Corp.Example.Org\n-\n\
+         add: proxyAddresses\nproxyAddresses: smtp:New@corp.example.org\n",
+    );
+    env.dc.ldap_tool(
+        "ldapmodify",
+        &format!(
+            "dn: CN=Builder\\, Bob,OU=Sales,OU=Staff,{}\nchangetype: modify\n\
+             add: proxyAddresses\nproxyAddresses: SMTP:bob@corp.example.org\nproxyAddresses: smtp:builder@corp.example.org\n",
+            crate::support::samba::BASE
+        ),
+    );
+    let before = db.sql("SELECT address, goto, active, modified FROM alias ORDER BY address");
+    let r = env.dc.admin(&cfg, &["sync", "--force", "--dry-run"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(
+            "alias new@corp.example.org -> {} added",
+            ALICE.mail
+        )) && r.stdout.contains(&format!(
+            "alias al@corp.example.org -> {} removed",
+            ALICE.mail
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        db.sql("SELECT address, goto, active, modified FROM alias ORDER BY address"),
+        before,
+        "a dry run writes nothing"
+    );
+    let r = env.dc.admin(&cfg, &["sync", "--force"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    // TOOLONG's mailbox cannot be made (see the sync test): that user fails, no one else.
+    assert!(r.stdout.contains("failed 1"), "{}", r.stdout);
+    assert_eq!(
+        ad_aliases(&db),
+        [
+            ours("al@alias.corp.example", "alias.corp.example"),
+            format!(
+                "builder@corp.example.org\t{}\tcorp.example.org\t1\t1",
+                BOB.mail
+            ),
+            hand.to_owned(),
+            ours("new@corp.example.org", "corp.example.org"),
+        ],
+        "{}",
+        r.stdout
+    );
+    // A domain mailcow lacks is named; values of another type (X500:, SIP:)
+    // are not mail and normal in AD: skipped without a word each run.
+    assert!(
+        r.stdout.contains(&format!(
+            "alias alice@unknown.example for {} skipped: its domain is neither",
+            ALICE.mail
+        )) && !r.stdout.contains("X500")
+            && !r.stdout.contains("SIP:"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        r.stdout
+            .matches("alias hand@corp.example.org: wanted by the directory")
+            .count(),
+        1,
+        "the conflict once per run: {}",
+        r.stdout
+    );
+
+    // A removal seen at the next login.
+    change_proxy_addresses(
+        &env,
+        "alice",
+        "delete: proxyAddresses\nproxyAddresses: smtp:al@alias.corp.example\n",
+    );
+    let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        ad_aliases(&db),
+        [
+            format!(
+                "builder@corp.example.org\t{}\tcorp.example.org\t1\t1",
+                BOB.mail
+            ),
+            hand.to_owned(),
+            ours("new@corp.example.org", "corp.example.org"),
+        ]
+    );
+}
