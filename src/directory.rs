@@ -328,25 +328,58 @@ pub struct LdapPool {
 
 struct Idle {
     host: Host,
-    conn: LdapConn,
+    conn: Warm,
     since: Instant,
 }
 
+/// How many operations a pooled connection carries before it is closed and
+/// a new one takes its place.
+///
+/// ldap3 0.12.1 keeps the message id of every search that completed normally
+/// in the connection's id set for as long as the connection lives (`turn()`
+/// in its `conn.rs` takes an id out of `msgmap` only for a single-result
+/// operation, an abandon or a timeout; `SearchStream::finish` scrubs only a
+/// search that did not reach its end). On a warm connection that set grew by
+/// one id per login: 8.5 MB of live heap after 800,000 logins in the
+/// 10-minute soak (heaptrack; contrib/bench/SERVE.md), most of serve's RSS
+/// growth. Retiring a connection after this many operations bounds the set
+/// (about 10 kB) at the price of one connect and service bind per this many
+/// logins.
+pub const MAX_OPS_PER_CONNECTION: u32 = 1000;
+
+/// A pooled connection and the operations it has carried.
+struct Warm {
+    conn: LdapConn,
+    ops: u32,
+}
+
+impl Warm {
+    fn new(conn: LdapConn) -> Warm {
+        Warm { conn, ops: 0 }
+    }
+}
+
 /// Take a warm connection to `host` from `list`, dropping stale ones.
-fn take_from(list: &Mutex<Vec<Idle>>, max_age: Duration, host: &Host) -> Option<LdapConn> {
+fn take_from(list: &Mutex<Vec<Idle>>, max_age: Duration, host: &Host) -> Option<Warm> {
     let mut idle = list.lock().unwrap_or_else(|p| p.into_inner());
     idle.retain(|i| i.since.elapsed() < max_age);
     while let Some(pos) = idle.iter().rposition(|i| &i.host == host) {
         let mut i = idle.swap_remove(pos);
-        if !i.conn.is_closed() {
+        if !i.conn.conn.is_closed() {
             return Some(i.conn);
         }
     }
     None
 }
 
-/// Give a healthy connection back to `list` (dropped when it holds `max` already).
-fn put_into(list: &Mutex<Vec<Idle>>, max: usize, host: &Host, conn: LdapConn) {
+/// Give a healthy connection back to `list` after one more operation
+/// (dropped when it holds `max` already, or when the connection has carried
+/// [`MAX_OPS_PER_CONNECTION`]).
+fn put_into(list: &Mutex<Vec<Idle>>, max: usize, host: &Host, mut conn: Warm) {
+    conn.ops += 1;
+    if conn.ops >= MAX_OPS_PER_CONNECTION {
+        return;
+    }
     let mut idle = list.lock().unwrap_or_else(|p| p.into_inner());
     if idle.len() < max {
         idle.push(Idle {
@@ -444,23 +477,23 @@ impl LdapPool {
     }
 
     /// A warm service-bound connection to `host`, checked before reuse, if one is idle.
-    fn take(&self, host: &Host) -> Option<LdapConn> {
+    fn take(&self, host: &Host) -> Option<Warm> {
         take_from(&self.idle, self.max_age, host)
     }
 
     /// Give a healthy service-bound connection back (dropped when the pool is full).
-    fn put(&self, host: &Host, conn: LdapConn) {
+    fn put(&self, host: &Host, conn: Warm) {
         put_into(&self.idle, self.max_idle, host, conn);
     }
 
     /// A warm bind-only connection to `host`, if one is idle.
-    fn take_binder(&self, host: &Host) -> Option<LdapConn> {
+    fn take_binder(&self, host: &Host) -> Option<Warm> {
         take_from(&self.binders, self.max_age, host)
     }
 
     /// Give a bind-only connection back after a bind the server answered
     /// with success or invalid credentials.
-    fn put_binder(&self, host: &Host, conn: LdapConn) {
+    fn put_binder(&self, host: &Host, conn: Warm) {
         put_into(&self.binders, self.max_bind_idle, host, conn);
     }
 
@@ -823,10 +856,10 @@ impl<'a> Directory<'a> {
             let was_reused = reused.is_some();
             let mut conn = match reused.take() {
                 Some(c) => c,
-                None => self.connect(host)?,
+                None => Warm::new(self.connect(host)?),
             };
             let t = self.op_timeout().map_err(Attempt::Final)?;
-            match raw_user_bind(&mut conn, dn, password, t) {
+            match raw_user_bind(&mut conn.conn, dn, password, t) {
                 Ok(r) => {
                     if matches!(r.rc, rc::SUCCESS | rc::INVALID_CREDENTIALS) {
                         pool.put_binder(host, conn);
@@ -1147,10 +1180,10 @@ impl<'a> Directory<'a> {
                 None => {
                     let mut c = self.connect(host)?;
                     self.service_bind(&mut c)?;
-                    c
+                    Warm::new(c)
                 }
             };
-            match self.search(&mut conn, login, attrs, trace) {
+            match self.search(&mut conn.conn, login, attrs, trace) {
                 Ok(e) => {
                     pool.put(host, conn);
                     return Ok(e);

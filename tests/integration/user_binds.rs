@@ -122,6 +122,50 @@ fn user_binds_reuse_warm_connections_that_never_search() {
     );
 }
 
+/// A warm connection is retired after `MAX_OPS_PER_CONNECTION` operations
+/// (ldap3 keeps every completed search's message id for the connection's
+/// life: the old code's one search connection grew by an id per login,
+/// 8.5 MB over the 10-minute soak). 2 × the limit + 10 sequential logins:
+/// three search connections, three bind connections, none beyond the limit,
+/// and every login answered.
+#[test]
+fn warm_connections_are_retired_after_a_bounded_number_of_operations() {
+    use mailcow_ldap_auth::directory::MAX_OPS_PER_CONNECTION;
+    let max = MAX_OPS_PER_CONNECTION as usize;
+    let dir = TempDir::new().unwrap();
+    let slapd = Slapd::start_counting(dir.path());
+    let serve = start_serve(dir.path(), &slapd, "");
+    let n = 2 * max + 10;
+    for i in 0..n {
+        let status = serve.auth("jdoe@example.org", "secret1", "imap").status;
+        assert_eq!(status, 200, "login {i}");
+    }
+    settled("every user bind logged", n, || {
+        bind_conns(&slapd)
+            .iter()
+            .map(|(_, c)| c.user_binds)
+            .sum::<usize>()
+    });
+    let searching: Vec<_> = slapd
+        .connections()
+        .into_iter()
+        .filter(|(_, c)| c.searches > 0)
+        .collect();
+    assert_eq!(
+        searching.iter().map(|(_, c)| c.searches).sum::<usize>(),
+        n,
+        "{searching:?}"
+    );
+    for (id, c) in searching.iter().chain(bind_conns(&slapd).iter()) {
+        assert!(
+            c.searches <= max && c.user_binds <= max,
+            "conn={id} carried more than {max} operations: {c:?}"
+        );
+    }
+    assert_eq!(searching.len(), 3, "search connections: {searching:?}");
+    assert_eq!(bind_conns(&slapd).len(), 3, "bind connections");
+}
+
 /// slapd cuts a bind connection (a bind request larger than its
 /// `sockbuf_max_incoming`): that connection is not used again, the login is a
 /// temporary failure as before, and the next login binds on a new warm
