@@ -623,7 +623,7 @@ impl<'a> Directory<'a> {
             self.cfg.ca_only,
             !self.cfg.ignore_ssl_errors,
         );
-        let url = host.url(mode);
+        let target = host.clone();
         let spawned = std::thread::Builder::new()
             .name("ldap-preopen".into())
             .spawn(move || {
@@ -635,7 +635,7 @@ impl<'a> Directory<'a> {
                         Err(e) => return (Err(Attempt::Final(Failure::Temporary(e))), None),
                     },
                 };
-                (open(mode, tls.clone(), timeout, &url), tls)
+                (open(mode, tls.clone(), timeout, &target), tls)
             });
         if let Ok(thread) = spawned {
             self.opening = Some(Opening { host, thread });
@@ -721,7 +721,7 @@ impl<'a> Directory<'a> {
             TlsMode::Plain => None,
             _ => Some(self.tls_config().map_err(Attempt::Final)?),
         };
-        open(self.cfg.tls, tls, timeout, &host.url(self.cfg.tls))
+        open(self.cfg.tls, tls, timeout, host)
     }
 
     /// Bind with the service account (or stay anonymous when none is set).
@@ -1200,25 +1200,85 @@ impl<'a> Directory<'a> {
     }
 }
 
-/// Refuse to bind with what proves nothing.
-/// Open a connection to `url` in TLS mode `mode` (`tls`: the TLS settings,
+/// Open a connection to `host` in TLS mode `mode` (`tls`: the TLS settings,
 /// unless plain), within `timeout`.
+///
+/// The TCP connection is ours, with `TCP_NODELAY` (ldap3 0.12 connects with
+/// Nagle's algorithm on): after the TLS handshake the client writes its
+/// `Finished` and then the bind request; with Nagle the bind waited for the
+/// server's ACK of `Finished`, which Linux delays by up to 40 ms when it has
+/// nothing to send. That stall was 43 of the 51 ms of a one-shot LDAPS login
+/// (`contrib/bench/profile.sh`, README "Profile of a one-shot login").
 fn open(
     mode: TlsMode,
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
-    url: &str,
+    host: &Host,
 ) -> Result<LdapConn, Attempt> {
-    let mut settings = LdapConnSettings::new().set_conn_timeout(timeout);
+    let started = Instant::now();
+    let stream = tcp_connect(host, timeout)?;
+    let left = timeout.saturating_sub(started.elapsed());
+    let mut settings = LdapConnSettings::new()
+        .set_conn_timeout(left.max(Duration::from_millis(1)))
+        .set_std_stream(ldap3::StdStream::Tcp(stream));
     if let Some(c) = tls {
         settings = settings.set_config(c);
     }
     if mode == TlsMode::StartTls {
         settings = settings.set_starttls(true);
     }
-    LdapConn::with_settings(settings, url).map_err(|e| Attempt::NextHost(explain(&e)))
+    LdapConn::with_settings(settings, &host.url(mode)).map_err(|e| Attempt::NextHost(explain(&e)))
 }
 
+/// A TCP connection to the first of `host`'s addresses that accepts within
+/// what is left of `timeout`, with `TCP_NODELAY` set.
+fn tcp_connect(host: &Host, timeout: Duration) -> Result<std::net::TcpStream, Attempt> {
+    let fail = |e: std::io::Error| Attempt::NextHost(explain(&LdapError::from(e)));
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    for addr in resolve(host, timeout).map_err(fail)? {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match std::net::TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                // Best effort: a socket that refuses it still works, only slower.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fail(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out")
+    })))
+}
+
+/// `host`'s addresses: an IP address as it is, a name through the system's
+/// resolver on a thread of its own, waited for at most `timeout` (a resolver
+/// that hangs must not hold a login longer than a silent server would).
+fn resolve(host: &Host, timeout: Duration) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = host.name.parse::<std::net::IpAddr>() {
+        return Ok(vec![std::net::SocketAddr::new(ip, host.port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (name, port) = (host.name.clone(), host.port);
+    std::thread::Builder::new()
+        .name("ldap-resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+        })?;
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("looking up {} timed out", host.name),
+        ))
+    })
+}
+
+/// Refuse to bind with what proves nothing.
 fn check_bind(dn: &str, password: &Secret) -> Result<(), Attempt> {
     if password.is_empty() {
         // An empty password makes an "unauthenticated" bind that many servers accept.
