@@ -1381,6 +1381,32 @@ impl Attempt {
 mod tests {
     use super::*;
 
+    /// The connection to the directory is opened without Nagle's algorithm
+    /// (the LDAPS stall of issue 15), by IP address and by name; a refused
+    /// port names the fix.
+    #[test]
+    fn tcp_connect_sets_nodelay_and_explains_a_refusal() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for name in ["127.0.0.1", "localhost"] {
+            let host = Host {
+                name: name.into(),
+                port,
+            };
+            let s = tcp_connect(&host, Duration::from_secs(2)).unwrap();
+            assert!(s.nodelay().unwrap(), "{name}: TCP_NODELAY not set");
+        }
+        drop(listener);
+        let host = Host {
+            name: "127.0.0.1".into(),
+            port,
+        };
+        match tcp_connect(&host, Duration::from_secs(2)) {
+            Err(Attempt::NextHost(f)) => assert!(f.hint.contains("nothing listens"), "{f:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn filter_building_escapes_the_login() {
         let and = FilterTemplate::And { extra: None };
