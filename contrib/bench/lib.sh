@@ -337,3 +337,26 @@ create_mailcow_db() {
   root_sql "$db" -e "INSERT INTO templates (template, type, attributes) VALUES ('Default', 'mailbox', '$DEFAULT_TEMPLATE');" ||
     die "inserting the Default template into $db failed"
 }
+
+# login_db_config ADDRESS: a config's closing sections for logins with a
+# database: [database] reaching DB_NAME as DB_USER (ADDRESS: its host/port or
+# socket lines), login provisioning on, and the mapping of the bench user's
+# attribute value "default" to create_mailcow_db's Default template.
+login_db_config() {
+  cat <<EOF
+
+[database]
+$1
+name = "$DB_NAME"
+user = "$DB_USER"
+password = "$DB_PW"
+connect_timeout_ms = 2000
+
+[provisioning]
+login_provisioning = true
+
+[[attribute_mapping]]
+attribute = "default"
+template = "Default"
+EOF
+}

@@ -110,9 +110,10 @@ class Runner:
         env = dict(self.env, USER=self.args.login, HOME="/nonexistent", EXTRA="")
         return self.run("checkpassword-reply", [REPLY], fd3=False, fd4=True, env=env)
 
-    def run(self, what, argv, fd3, fd4=False, env=None):
-        """Run argv to its end; return the wall time in ms. Raise Broken if it fails.
-        The CPU time (user + system) of the process goes to self.last_cpu_ms."""
+    def run(self, what, argv, fd3, fd4=False, env=None, rcs=(0,)):
+        """Run argv to its end; return the wall time in ms. Raise Broken if it
+        exits with a status not in rcs. The CPU time of the process goes to
+        self.last_user_ms and self.last_sys_ms, their sum to self.last_cpu_ms."""
         if fd3:
             self._fd3_pipe()
         self.stderr.seek(0)
@@ -130,11 +131,14 @@ class Runner:
         ).returncode
         elapsed = (time.perf_counter_ns() - t0) / 1e6
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.last_cpu_ms = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) * 1e3
-        if rc != 0:
+        self.last_user_ms = (ru1.ru_utime - ru0.ru_utime) * 1e3
+        self.last_sys_ms = (ru1.ru_stime - ru0.ru_stime) * 1e3
+        self.last_cpu_ms = self.last_user_ms + self.last_sys_ms
+        if rc not in rcs:
             self.stderr.seek(0)
             err = self.stderr.read().decode(errors="replace").strip()
-            raise Broken(f"{what} exited with status {rc}: {err or '(no output on stderr)'}")
+            expected = "" if rcs == (0,) else f" (expected {rcs})"
+            raise Broken(f"{what} exited with status {rc}{expected}: {err or '(no output on stderr)'}")
         return elapsed
 
     def checkpassword(self, variant, wrapper=()):

@@ -21,9 +21,7 @@ import argparse
 import collections
 import os
 import re
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -73,31 +71,13 @@ class Steps:
         self.r = measure.Runner(a)
         self.good = self.r.creds
         self.bad = a.login.encode() + b"\0wrong-password\0\0"
-        self.last_user_ms = self.last_sys_ms = 0.0
 
     def spawn(self, what, argv, creds, rcs, env=None, fd4=False):
-        """One run; creds None = no fd 3 (the helper reads a closed fd). Returns ms."""
-        r = self.r
+        """One run; creds None = no fd 3 (the helper reads a closed fd). Returns ms;
+        the run's user and system CPU are in self.r.last_user_ms / last_sys_ms."""
         if creds is not None:
-            r.creds = creds
-            r._fd3_pipe()
-        r.stderr.seek(0)
-        r.stderr.truncate()
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter_ns()
-        rc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=r.stderr,
-            pass_fds=(3, 4) if creds is not None else ((4,) if fd4 else ()),
-            env=env or r.env).returncode
-        ms = (time.perf_counter_ns() - t0) / 1e6
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.last_user_ms = (ru1.ru_utime - ru0.ru_utime) * 1e3
-        self.last_sys_ms = (ru1.ru_stime - ru0.ru_stime) * 1e3
-        if rc not in rcs:
-            r.stderr.seek(0)
-            err = r.stderr.read().decode(errors="replace").strip()
-            raise Broken(f"{what} exited with status {rc} (expected {rcs}): {err or '(no stderr)'}")
-        return ms
+            self.r.creds = creds
+        return self.r.run(what, argv, fd3=creds is not None, fd4=fd4, env=env, rcs=rcs)
 
     def helper(self, conf, reply=REPLY):
         return [self.a.bin, "-c", os.path.join(self.a.work, conf), "checkpassword", reply]
@@ -161,8 +141,8 @@ def steps_main(argv):
         j = i % len(keys)
         for k in keys[j:] + keys[:j]:
             wall[k].append(st.run(k))
-            user[k].append(st.last_user_ms)
-            sys_[k].append(st.last_sys_ms)
+            user[k].append(st.r.last_user_ms)
+            sys_[k].append(st.r.last_sys_ms)
         if (i + 1) % 50 == 0 and i + 1 < a.rounds:
             print(f"profile.py: {i + 1}/{a.rounds} rounds", file=sys.stderr)
     loop_s = time.monotonic() - t0

@@ -97,25 +97,8 @@ EOF
       fi
       [ "$kind" != db ] || printf 'attribute_field = "otherMailbox"\n'
       printf '\n[dovecot]\nuid = "5000"\ngid = "5000"\n'
-      if [ "$kind" = db ]; then
-        cat <<EOF
-
-[database]
-host = "127.0.0.1"
-port = $DB_PORT
-name = "$DB_NAME"
-user = "$DB_USER"
-password = "$DB_PW"
-connect_timeout_ms = 2000
-
-[provisioning]
-login_provisioning = true
-
-[[attribute_mapping]]
-attribute = "default"
-template = "Default"
-EOF
-      fi
+      [ "$kind" != db ] || login_db_config "host = \"127.0.0.1\"
+port = $DB_PORT"
     } >"$file"
   )
   chmod 600 "$file"

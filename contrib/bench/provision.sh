@@ -103,22 +103,7 @@ EOF
         address="host = \"127.0.0.1\"
 port = $DB_PORT"
       fi
-      cat >>"$file" <<EOF
-
-[database]
-$address
-name = "$DB_NAME"
-user = "$DB_USER"
-password = "$DB_PW"
-connect_timeout_ms = 2000
-
-[provisioning]
-login_provisioning = true
-
-[[attribute_mapping]]
-attribute = "default"
-template = "Default"
-EOF
+      login_db_config "$address" >>"$file"
     fi
   )
   chmod 600 "$file"
