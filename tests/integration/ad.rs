@@ -819,14 +819,25 @@ fn bad_password_count_rises_once_per_wrong_password_through_serve() {
     serve.stop();
 }
 
-/// `department` on an AD user, replaced as Administrator.
-fn set_department(env: &Env, cn: &str, value: &str) {
+/// Modify the entry `rdns` (its DN up to the domain's base, e.g.
+/// `CN=alice,OU=Staff`) as Administrator; `change` is the LDIF after
+/// `changetype: modify`.
+fn modify_entry(env: &Env, rdns: &str, change: &str) {
     env.dc.ldap_tool(
         "ldapmodify",
         &format!(
-            "dn: CN={cn},OU=Staff,{}\nchangetype: modify\nreplace: department\ndepartment: {value}\n-\n",
+            "dn: {rdns},{}\nchangetype: modify\n{change}",
             crate::support::samba::BASE
         ),
+    );
+}
+
+/// `department` on an AD user in OU=Staff, replaced as Administrator.
+fn set_department(env: &Env, cn: &str, value: &str) {
+    modify_entry(
+        env,
+        &format!("CN={cn},OU=Staff"),
+        &format!("replace: department\ndepartment: {value}\n-\n"),
     );
 }
 
@@ -1078,17 +1089,6 @@ fn ad_aliases(db: &Db) -> Vec<String> {
     .collect()
 }
 
-/// `proxyAddresses` on a user in OU=Staff, changed as Administrator.
-fn change_proxy_addresses(env: &Env, cn: &str, change: &str) {
-    env.dc.ldap_tool(
-        "ldapmodify",
-        &format!(
-            "dn: CN={cn},OU=Staff,{}\nchangetype: modify\n{change}",
-            crate::support::samba::BASE
-        ),
-    );
-}
-
 /// Issue 19, part 1, against AD: `alias_attributes = ["proxyAddresses"]`.
 /// `SMTP:` (the primary, the mailbox's own address, any case) skipped,
 /// `smtp:` values lower-cased into aliases, `X500:` and `SIP:` skipped, a
@@ -1105,9 +1105,9 @@ fn proxy_addresses_become_aliases_at_login_and_by_sync() {
          INSERT INTO alias_domain (alias_domain, target_domain) VALUES ('alias.corp.example', 'corp.example.org');\
          INSERT INTO alias (address, goto, domain, private_comment) VALUES ('hand@corp.example.org', 'someone@corp.example.org', 'corp.example.org', 'made by an admin');",
     );
-    change_proxy_addresses(
+    modify_entry(
         &env,
-        "alice",
+        "CN=alice,OU=Staff",
         "add: proxyAddresses\n\
          proxyAddresses: SMTP:Alice.Liddell@CORP.example.org\n\
          proxyAddresses: smtp:Al@Corp.Example.Org\n\
@@ -1146,19 +1146,16 @@ fn proxy_addresses_become_aliases_at_login_and_by_sync() {
 
     // An addition and a removal in the directory, and a user who never
     // logged in: the dry run shows them and writes nothing, sync does them.
-    change_proxy_addresses(
+    modify_entry(
         &env,
-        "alice",
+        "CN=alice,OU=Staff",
         "delete: proxyAddresses\nproxyAddresses: smtp:Al@Corp.Example.Org\n-\n\
          add: proxyAddresses\nproxyAddresses: smtp:New@corp.example.org\n",
     );
-    env.dc.ldap_tool(
-        "ldapmodify",
-        &format!(
-            "dn: CN=Builder\\, Bob,OU=Sales,OU=Staff,{}\nchangetype: modify\n\
-             add: proxyAddresses\nproxyAddresses: SMTP:bob@corp.example.org\nproxyAddresses: smtp:builder@corp.example.org\n",
-            crate::support::samba::BASE
-        ),
+    modify_entry(
+        &env,
+        "CN=Builder\\, Bob,OU=Sales,OU=Staff",
+        "add: proxyAddresses\nproxyAddresses: SMTP:bob@corp.example.org\nproxyAddresses: smtp:builder@corp.example.org\n",
     );
     let before = db.sql("SELECT address, goto, active, modified FROM alias ORDER BY address");
     let r = env.dc.admin(&cfg, &["sync", "--force", "--dry-run"], "");
@@ -1218,9 +1215,9 @@ fn proxy_addresses_become_aliases_at_login_and_by_sync() {
     );
 
     // A removal seen at the next login.
-    change_proxy_addresses(
+    modify_entry(
         &env,
-        "alice",
+        "CN=alice,OU=Staff",
         "delete: proxyAddresses\nproxyAddresses: smtp:al@alias.corp.example\n",
     );
     let r = env.dc.login(&cfg, ALICE.sam, ALICE.password, &env.reply);

@@ -32,6 +32,15 @@ fn bind_conns(slapd: &Slapd) -> Vec<(u64, ConnOps)> {
         .collect()
 }
 
+/// The connections that carried a search.
+fn search_conns(slapd: &Slapd) -> Vec<(u64, ConnOps)> {
+    slapd
+        .connections()
+        .into_iter()
+        .filter(|(_, c)| c.searches > 0)
+        .collect()
+}
+
 /// Wait (polling slapd's log, at most 10 s) until `cond` holds.
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
@@ -111,11 +120,7 @@ fn user_binds_reuse_warm_connections_that_never_search() {
         conns.len()
     );
     // And the searches stayed on service-bound connections.
-    let searching: Vec<_> = slapd
-        .connections()
-        .into_iter()
-        .filter(|(_, c)| c.searches > 0)
-        .collect();
+    let searching = search_conns(&slapd);
     assert!(
         searching.iter().all(|(_, c)| c.service_binds > 0),
         "{searching:?}"
@@ -146,11 +151,7 @@ fn warm_connections_are_retired_after_a_bounded_number_of_operations() {
             .map(|(_, c)| c.user_binds)
             .sum::<usize>()
     });
-    let searching: Vec<_> = slapd
-        .connections()
-        .into_iter()
-        .filter(|(_, c)| c.searches > 0)
-        .collect();
+    let searching = search_conns(&slapd);
     assert_eq!(
         searching.iter().map(|(_, c)| c.searches).sum::<usize>(),
         n,
